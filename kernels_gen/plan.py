@@ -1,0 +1,119 @@
+"""The kernel plan: the typed contract between the front end and the code generator.
+
+A plan holds one time step of a neuron as sympy assignments over symbols whose
+names are the identifiers the generated code uses (see the ``*_name`` helpers),
+plus what the kernels must load, save and return. ``kernels_gen`` prints and
+templates a plan; it never looks at how the plan was derived.
+
+>>> import sympy as sp
+>>> v, x, h = sp.symbols("v_v x_x h_v")
+>>> Assign(h, v + x).target.name
+'h_v'
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+CODEGEN_VERSION = "1"
+
+
+def prev_name(state: str) -> str:
+    """State value at t-1 (what ``charge`` reads)."""
+    return f"v_{state}"
+
+
+def charged_name(state: str) -> str:
+    """Charged value H[t] (what ``fire`` and ``reset`` read)."""
+    return f"h_{state}"
+
+
+def new_name(state: str) -> str:
+    """State value at t after reset."""
+    return f"n_{state}"
+
+
+def input_name(inp: str) -> str:
+    return f"x_{inp}"
+
+
+def param_name(param: str) -> str:
+    return f"p_{param}"
+
+
+def grad_name(symbol_name: str) -> str:
+    """Gradient of the loss w.r.t. the value named ``symbol_name``."""
+    return f"g{symbol_name}"
+
+
+SPIKE = "spike"
+FIRE = "fire"
+
+
+def sym(name: str) -> sp.Symbol:
+    """The real-valued symbol every plan uses for ``name``."""
+    return sp.Symbol(name, real=True)
+
+
+@dataclass(frozen=True)
+class Assign:
+    """``target = expr`` in a straight-line step program."""
+
+    target: sp.Symbol
+    expr: sp.Expr
+
+
+@dataclass(frozen=True)
+class ParamPlan:
+    """A parameter as the kernel sees it: one scalar, or one value per neuron."""
+
+    name: str
+    vector: bool
+    needs_grad: bool
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    """Everything needed to generate forward and backward kernels for one neuron.
+
+    Programs (tuples of :class:`Assign`), evaluated per neuron and time step:
+
+    * ``forward``: from prev states, inputs and params to charged values, ``fire``,
+      ``spike`` and new states.
+    * ``recompute_prev``: from the charged values of step t-1 to the state values
+      at t-1 (only the states in ``prev_states``, which backward reads).
+    * ``backward``: from the recomputed forward values and the incoming gradients
+      ``gspike`` and ``gn_<state>`` to ``gv_<state>``, ``gx_<input>`` and
+      ``gp_<param>`` for params with ``needs_grad``.
+    """
+
+    name: str
+    states: tuple[str, ...]
+    inputs: tuple[str, ...]
+    params: tuple[ParamPlan, ...]
+    forward: tuple[Assign, ...]
+    recompute_prev: tuple[Assign, ...]
+    backward: tuple[Assign, ...]
+    saved_states: tuple[str, ...]
+    prev_states: tuple[str, ...]
+    needed_inputs: tuple[str, ...]
+    compute_dtype: str = "float32"
+    key: str = field(default="", compare=False)
+
+    @property
+    def needs_prev(self) -> bool:
+        return bool(self.prev_states)
+
+    @property
+    def grad_params(self) -> tuple[ParamPlan, ...]:
+        return tuple(p for p in self.params if p.needs_grad)
+
+    def fingerprint(self) -> str:
+        """Content hash of everything that shapes the generated code."""
+        parts = [CODEGEN_VERSION, self.name, repr(self.states), repr(self.inputs), repr(self.params),
+                 repr(self.saved_states), repr(self.prev_states), repr(self.needed_inputs), self.compute_dtype]
+        for program in (self.forward, self.recompute_prev, self.backward):
+            parts += [f"{a.target.name}={sp.srepr(a.expr)}" for a in program]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]

@@ -1,0 +1,77 @@
+"""The human-readable analysis report of a neuron (``Neuron.analysis()``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from kernels_gen.plan import KernelPlan
+
+from ..spec import NeuronSpec
+from .derive import KernelOptions, derive_plan
+from .linearity import LinearityVerdict, classify
+
+_PREFIX = {"v_": "{}[t-1]", "h_": "H_{}", "n_": "{}[t]", "x_": "{}", "p_": "{}"}
+
+
+def display_name(name: str) -> str:
+    """Plan identifier -> reader's name: v_v -> v[t-1], h_v -> H_v, p_tau -> tau, gv_v -> ∂L/∂v[t-1]."""
+    if name.startswith("g") and name[1:3] in _PREFIX:
+        return f"∂L/∂{display_name(name[1:])}"
+    if name[:2] in _PREFIX:
+        return _PREFIX[name[:2]].format(name[2:]).replace("_alpha", "alpha")
+    return name
+
+
+def _show(expr) -> str:
+    names = {s: sp.Symbol(display_name(s.name)) for s in expr.free_symbols}
+    return sp.sstr(expr.xreplace(names))
+
+
+def _program(program) -> list[str]:
+    return [f"    {display_name(a.target.name)} = {_show(a.expr)}" for a in program]
+
+
+@dataclass(frozen=True)
+class AnalysisReport:
+    """Everything the analyzer decided for one spec and kernel options; ``str()`` renders it."""
+
+    spec: NeuronSpec
+    options: KernelOptions
+    plan: KernelPlan
+    linearity: LinearityVerdict
+
+    def bytes_per_neuron_step(self, io_bytes: int = 4, compute_bytes: int = 4) -> dict[str, int]:
+        p = self.plan
+        forward = io_bytes * (len(p.inputs) + 1) + compute_bytes * len(p.saved_states)
+        backward = (io_bytes + compute_bytes * len(p.saved_states) + io_bytes * len(p.needed_inputs)
+                    + compute_bytes * len(p.inputs))
+        return {"forward": forward, "backward": backward, "total": forward + backward}
+
+    def __str__(self) -> str:
+        s, p = self.spec, self.plan
+        lines = [f"Neuron {s.name}  (spec hash {s.hash})",
+                 f"  states: {', '.join(s.states)}   inputs: {', '.join(s.inputs)}   "
+                 f"params: {', '.join(s.params) or '-'}",
+                 f"  surrogate: {self.options.surrogate!r}   detach_reset: {self.options.detach_reset}   "
+                 f"learnable: {', '.join(sorted(self.options.learnable)) or '-'}",
+                 "", "Forward step (charge -> fire -> reset):"]
+        lines += _program(p.forward)
+        lines += ["", "Backward step (BPTT, surrogate for dΘ, after common-subexpression elimination):"]
+        lines += _program(p.backward)
+        lines += ["", "Saved for backward:"]
+        lines.append(f"    charged values: {', '.join('H_' + x for x in p.saved_states) or 'none'}")
+        lines.append(f"    inputs re-read: {', '.join(p.needed_inputs) or 'none'}")
+        lines.append("    recomputed: fire, spike" + (f", {', '.join(x + '[t-1]' for x in p.prev_states)} "
+                                                      "from H[t-1]" if p.prev_states else ""))
+        b = self.bytes_per_neuron_step()
+        lines += ["", f"Bytes per neuron-step (fp32): forward {b['forward']}, backward {b['backward']}, "
+                      f"total {b['total']}"]
+        lines += ["", "Reset-free dynamics: " + self.linearity.explain()]
+        if self.linearity.parallelizable and s.has_reset:
+            lines.append("    (as written the neuron has a reset; its reset-free variant is parallelizable)")
+        return "\n".join(lines)
+
+
+def analyse(spec: NeuronSpec, options: KernelOptions) -> AnalysisReport:
+    return AnalysisReport(spec, options, derive_plan(spec, options), classify(spec))

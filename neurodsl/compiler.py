@@ -1,0 +1,22 @@
+"""The one glue function: spec + kernel options -> compiled kernels (memoised in-process).
+
+>>> import neurodsl as nd
+>>> from neurodsl.analysis import KernelOptions
+>>> c = compile_spec(nd.zoo.IF.spec, KernelOptions(nd.surrogate.ATan()))
+>>> c is compile_spec(nd.zoo.IF.spec, KernelOptions(nd.surrogate.ATan()))
+True
+"""
+from __future__ import annotations
+
+import functools
+
+from kernels_gen.ops import CompiledNeuron
+
+from .analysis import KernelOptions, derive_plan, plan_key
+from .spec import NeuronSpec
+
+
+@functools.lru_cache(maxsize=1024)
+def compile_spec(spec: NeuronSpec, options: KernelOptions) -> CompiledNeuron:
+    """Kernels for ``spec`` under ``options``; nothing is derived until a cache miss needs it."""
+    return CompiledNeuron(spec.name, plan_key(spec, options), lambda: derive_plan(spec, options))

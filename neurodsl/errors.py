@@ -1,0 +1,102 @@
+"""neurodsl's errors: one hierarchy (rooted in ``kernels_gen.errors``) with stable codes.
+
+:data:`CATALOGUE` maps every code to what triggers it and how to fix it; the docs'
+error catalogue is generated from it and a test triggers each code.
+
+>>> from neurodsl.errors import SpecError, Problem
+>>> err = SpecError([Problem("ND101", "LIF", "charge", "tua", "unknown symbol 'self.tua'")])
+>>> err.code, err.codes
+('ND101', ('ND101',))
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kernels_gen.errors import (BackendError, CacheError, CodegenError, InputError, NeuroDSLError,
+                                SpecError as _BaseSpecError)
+
+__all__ = ["NeuroDSLError", "SpecError", "Problem", "CodegenError", "BackendError", "InputError", "CacheError",
+           "CATALOGUE"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One defect in a spec: code, where (class, method) and the symbol at fault."""
+
+    code: str
+    cls: str
+    method: str
+    symbol: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.cls}.{self.method}" if self.method else self.cls
+        return f"[{self.code}] {where}: {self.message}"
+
+
+class SpecError(_BaseSpecError):
+    """All problems found in one neuron spec, raised together when the class is defined."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = tuple(problems)
+        self.codes = tuple(p.code for p in problems)
+        NeuroDSLError.__init__(self, problems[0].code, "\n".join(str(p) for p in problems))
+        self.args = ("\n".join(str(p) for p in problems),)
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
+
+
+CATALOGUE: dict[str, tuple[str, str]] = {
+    # spec (raised when a Neuron subclass is defined or a variant is selected)
+    "ND101": ("a method reads `self.<name>` that is no state, parameter or option",
+              "declare it with nd.State / nd.Param, or fix the spelling"),
+    "ND102": ("`charge` or `reset` returns a dict key that is not a state",
+              "return only declared state names"),
+    "ND103": ("a state or parameter name clashes with an nn.Module/Neuron attribute, or two declarations share it",
+              "rename it (e.g. `v_th` instead of `forward`)"),
+    "ND104": ("a method returns the wrong kind of value: charge/reset need a dict of scalar expressions, "
+              "fire one scalar expression (not a comparison, tuple or tensor)",
+              "return `dict(state=expr)` from charge/reset and `expr` from fire (spike = expr >= 0)"),
+    "ND105": ("an expression divides by a constant zero", "fix the denominator"),
+    "ND106": ("an unsupported function or operation was applied to a symbol (e.g. math.exp, torch.exp, `if x > 0`)",
+              "use neurodsl's functions: nd.exp, nd.log, nd.sqrt, nd.sigmoid, nd.tanh, abs, nd.minimum, "
+              "nd.maximum, nd.relu, nd.clamp, nd.where"),
+    "ND107": ("an expression contains a non-finite constant (nan, inf)", "use finite constants"),
+    "ND108": ("a State default is neither a number nor the name of a parameter", "use a float or a Param's name"),
+    "ND109": ("the class lacks `charge` or `fire`, or `charge` takes no input argument",
+              "define charge(self, x, ...) and fire(self)"),
+    "ND110": ("an option was given a value it does not accept", "pass one of the option's listed values"),
+    "ND111": ("a state, parameter or input name is not a plain identifier or starts with an underscore",
+              "use names like `v`, `tau_a`"),
+    "ND112": ("the spec declares no state", "declare at least one nd.State"),
+    # instantiation
+    "ND121": ("a keyword argument names no parameter or option of the neuron", "check the spelling"),
+    "ND122": ("`learnable` names something that is not a parameter", "list parameter names only"),
+    "ND123": ("a parameter value is not a number or a floating tensor", "pass a float or a float tensor"),
+    "ND124": ("step_mode or backend has an unknown value", "step_mode: 'm' or 's'; backend: 'auto', 'torch', 'triton'"),
+    "ND131": ("a surrogate given only by its gradient was asked to learn alpha, or used in smooth mode",
+              "give the surrogate a primitive, or keep alpha fixed"),
+    "ND132": ("`surrogate` is not a neurodsl surrogate", "use nd.surrogate.ATan() etc. or nd.surrogate.Custom"),
+    # code generation
+    "ND201": ("a constant subexpression is not a real number", "check the equations for complex results"),
+    "ND202": ("generated code would contain a non-finite constant", "check for divisions by zero"),
+    "ND203": ("a function has no printer for the chosen backend", "use a supported function"),
+    "ND204": ("a where/Piecewise has no default branch", "use nd.where(cond, a, b)"),
+    # backends
+    "ND301": ("backend='triton' was requested but triton is not installed", "pip install triton"),
+    "ND302": ("backend='triton' on CPU tensors without the Triton interpreter",
+              "set TRITON_INTERPRET=1 before importing triton, or use backend='torch'"),
+    "ND303": ("backend='triton' on a device other than CPU or CUDA", "use backend='torch'"),
+    # inputs
+    "ND401": ("an input has the wrong rank for the step mode", "multi-step: [T, *shape]; single-step: [*shape]"),
+    "ND402": ("the number of inputs differs from charge's arguments", "call layer(x) or layer(x, y) as declared"),
+    "ND403": ("inputs differ in shape, device or dtype", "pass inputs of one shape, device and dtype"),
+    "ND404": ("the time dimension is 0", "pass at least one time step"),
+    "ND405": ("an input is not a floating tensor", "convert it, e.g. x.float()"),
+    "ND406": ("inputs and the module's tensors are on different devices", "move the module with .to(device)"),
+    "ND407": ("a parameter's shape does not broadcast (right-aligned) against the per-step input shape",
+              "use a scalar, a per-feature tensor, or [C, 1, 1] for [B, C, H, W]"),
+    "ND408": ("the carried state does not match the input shape (batch changed without reset)",
+              "call layer.reset_state() (or neurodsl.reset_states(model)) between batches"),
+}

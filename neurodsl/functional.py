@@ -1,0 +1,39 @@
+"""Model-wide helpers (SpikingJelly's ``functional`` counterparts).
+
+>>> import torch, neurodsl as nd
+>>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), nd.zoo.LIF())
+>>> _ = net(torch.ones(5, 2, 3))
+>>> reset_states(net)
+>>> net[1].v is None
+True
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from .neuron import Neuron
+
+
+def neurons(model: nn.Module):
+    """Every neurodsl neuron in ``model``."""
+    return [m for m in model.modules() if isinstance(m, Neuron)]
+
+
+def reset_states(model: nn.Module) -> None:
+    """Reset the carried states of every neuron in ``model``."""
+    for m in neurons(model):
+        m.reset_state()
+
+
+def detach_states(model: nn.Module) -> None:
+    """Detach the carried states of every neuron in ``model`` (truncated BPTT)."""
+    for m in neurons(model):
+        m.detach_state()
+
+
+def set_step_mode(model: nn.Module, step_mode: str) -> None:
+    """Switch every neuron in ``model`` to 'm' (multi-step) or 's' (single-step)."""
+    if step_mode not in ("m", "s"):
+        raise ValueError("step_mode must be 'm' or 's'")
+    for m in neurons(model):
+        m.step_mode = step_mode
