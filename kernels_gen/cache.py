@@ -6,8 +6,6 @@ concurrent compilers of one spec race harmlessly: the last rename wins and every
 rename installs a complete file. Modules are imported by path (Triton's ``jit``
 reads real source files) and memoised in-process.
 
->>> import tempfile, os
->>> os.environ["NEURODSL_CACHE_DIR"] = tempfile.mkdtemp()
 >>> mod = load_module("demo", "0123abcd", "torch", lambda: "VALUE = 42\\n")
 >>> mod.VALUE
 42

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The README's test command: install neurodsl with test extras (pinned versions) and run the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -m pip install -q -e ".[test]" -c constraints.txt
+export TRITON_INTERPRET=1
+export NEURODSL_CACHE_DIR="${NEURODSL_CACHE_DIR:-$(mktemp -d)}"
+python -m pytest -q "$@"
+python scripts/run_doc_snippets.py docs README.md
