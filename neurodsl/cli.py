@@ -57,15 +57,16 @@ def check_neuron(cls, backend: str, trials: int = 3, T: int = 8, shape=(4, 33), 
     for _ in range(trials):
         params = tuple(cls._params_decl)
         layer = cls(backend=backend, learnable=params, **_default_kwargs(cls))
-        x = torch.randn(T, *shape, generator=gen) * 0.8 + 0.6
-        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-        spikes = layer(xa)
+        xs = [torch.randn(T, *shape, generator=gen) * 0.8 + 0.6 for _ in layer.spec.inputs]
+        xa = [x.clone().requires_grad_() for x in xs]
+        xb = [x.clone().requires_grad_() for x in xs]
+        spikes = layer(*xa)
         finals = [layer.state_value(s) for s in layer.spec.states]
         w = torch.randn(spikes.shape, generator=gen)
-        grads = torch.autograd.grad((spikes * w).sum() + sum(f.sum() for f in finals), [xa, *layer.parameters()])
-        ref_spikes, seqs = nd.reference_run(layer, xb)
+        grads = torch.autograd.grad((spikes * w).sum() + sum(f.sum() for f in finals), [*xa, *layer.parameters()])
+        ref_spikes, seqs = nd.reference_run(layer, *xb)
         ref_loss = (ref_spikes * w).sum() + sum(seqs[s][-1].sum() for s in layer.spec.states)
-        ref_grads = torch.autograd.grad(ref_loss, [xb, *layer.parameters()])
+        ref_grads = torch.autograd.grad(ref_loss, [*xb, *layer.parameters()])
         worst["spike_mismatches"] += int((spikes != ref_spikes).sum())
         worst["state_err"] = max(worst["state_err"], max(float((f - seqs[s][-1]).detach().abs().max())
                                                          for f, s in zip(finals, layer.spec.states)))
