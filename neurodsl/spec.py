@@ -30,13 +30,10 @@ from .errors import Problem, SpecError
 from .mathfns import SUPPORTED_FUNCTIONS
 
 
-class State:
-    """A neuron state; ``default`` is a number or the name of a parameter (e.g. ``"v_reset"``)."""
+class _Declaration:
+    """Shared descriptor behaviour: on an instance, read the runtime value through ``lookup``."""
 
-    def __init__(self, default: float | str = 0.0, doc: str = ""):
-        self.default = default
-        self.doc = doc
-        self.name = ""
+    lookup = ""
 
     def __set_name__(self, owner, name):
         self.name = name
@@ -44,28 +41,28 @@ class State:
     def __get__(self, instance, owner=None):
         if instance is None:
             return self
-        return instance.state_value(self.name)
+        return getattr(instance, self.lookup)(self.name)
+
+
+class State(_Declaration):
+    """A neuron state; ``default`` is a number or the name of a parameter (e.g. ``"v_reset"``)."""
+
+    lookup = "state_value"
+
+    def __init__(self, default: float | str = 0.0, doc: str = ""):
+        self.default, self.doc, self.name = default, doc, ""
 
     def __repr__(self):
         return f"State({self.default!r})"
 
 
-class Param:
+class Param(_Declaration):
     """A neuron parameter with a default value; ``learnable`` is the default for instances."""
 
+    lookup = "param_value"
+
     def __init__(self, default: float, learnable: bool = False, doc: str = ""):
-        self.default = default
-        self.learnable = learnable
-        self.doc = doc
-        self.name = ""
-
-    def __set_name__(self, owner, name):
-        self.name = name
-
-    def __get__(self, instance, owner=None):
-        if instance is None:
-            return self
-        return instance.param_value(self.name)
+        self.default, self.learnable, self.doc, self.name = default, learnable, doc, ""
 
     def __repr__(self):
         return f"Param({self.default!r}, learnable={self.learnable})"
