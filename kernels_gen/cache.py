@@ -80,6 +80,7 @@ def write_entry(path: Path, body: str) -> None:
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(f"{CHECKSUM_PREFIX}{_checksum(body)}\n{body}")
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache must be readable by its users
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

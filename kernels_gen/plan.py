@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-CODEGEN_VERSION = "2"
+CODEGEN_VERSION = "3"
 
 
 def prev_name(state: str) -> str:

@@ -186,6 +186,7 @@ class TritonPrinter(_KernelPrinter):
         "exp": "tl.exp", "log": "tl.log", "sqrt": "tl.sqrt", "sigmoid": "tl.sigmoid", "Abs": "tl.abs",
         "erf": "tl.erf", "maximum": "tl.maximum", "minimum": "tl.minimum", "where": "tl.where",
         "sin": "tl.sin", "cos": "tl.cos", "floor": "tl.floor", "ceiling": "tl.ceil",
+        "atan": "_atan",  # helper defined in the Triton template (no core tl.atan)
     }
 
     def _real_pow(self, base, exp, prec):

@@ -49,19 +49,20 @@ class SpecError(_BaseSpecError):
 
 CATALOGUE: dict[str, tuple[str, str]] = {
     # spec (raised when a Neuron subclass is defined or a variant is selected)
-    "ND101": ("a method reads `self.<name>` that is no state, parameter or option",
-              "declare it with nd.State / nd.Param, or fix the spelling"),
+    "ND101": ("a method reads `self.<name>` that is no state, parameter or option, an expression uses a symbol "
+              "not available in that method, or charge never uses one of its inputs",
+              "declare it with nd.State / nd.Param, fix the spelling, or drop the unused input"),
     "ND102": ("`charge` or `reset` returns a dict key that is not a state",
               "return only declared state names"),
-    "ND103": ("a state or parameter name clashes with an nn.Module/Neuron attribute, or two declarations share it",
+    "ND103": ("a state or parameter name clashes with an nn.Module/Neuron attribute",
               "rename it (e.g. `v_th` instead of `forward`)"),
     "ND104": ("a method returns the wrong kind of value: charge/reset need a dict of scalar expressions, "
               "fire one scalar expression (not a comparison, tuple or tensor)",
               "return `dict(state=expr)` from charge/reset and `expr` from fire (spike = expr >= 0)"),
     "ND105": ("an expression divides by a constant zero", "fix the denominator"),
     "ND106": ("an unsupported function or operation was applied to a symbol (e.g. math.exp, torch.exp, `if x > 0`)",
-              "use neurodsl's functions: nd.exp, nd.log, nd.sqrt, nd.sigmoid, nd.tanh, abs, nd.minimum, "
-              "nd.maximum, nd.relu, nd.clamp, nd.where"),
+              "use neurodsl's functions: nd.exp, nd.log, nd.sqrt, nd.sigmoid, nd.tanh, nd.erf, nd.erfc, nd.atan, "
+              "abs, nd.minimum, nd.maximum, nd.relu, nd.clamp, nd.where"),
     "ND107": ("an expression contains a non-finite constant (nan, inf)", "use finite constants"),
     "ND108": ("a State default is neither a number nor the name of a parameter", "use a float or a Param's name"),
     "ND109": ("the class lacks `charge` or `fire`, or `charge` takes no input argument",

@@ -137,6 +137,13 @@ class _Recorder:
             raise SpecError(self.problems)
 
 
+def user_text(expr) -> str:
+    """An expression as the user wrote it: plan names (h_v, p_tau, x_x) shown as v, tau, x."""
+    expr = sp.sympify(expr)
+    names = {s: sp.Symbol(s.name.split("_", 1)[1]) for s in expr.free_symbols if s.name[:2] in ("v_", "h_", "x_", "p_")}
+    return sp.sstr(expr.xreplace(names))
+
+
 def _valid_name(name: str) -> bool:
     return name.isidentifier() and not keyword.iskeyword(name) and not name.startswith("_")
 
@@ -159,13 +166,14 @@ def _check_expr(rec: _Recorder, method: str, target: str, value):
         return None
     expr = sp.sympify(value)
     if isinstance(expr, (sp.logic.boolalg.Boolean, sp.core.relational.Relational)) or not isinstance(expr, sp.Expr):
-        rec.add("ND104", method, target, f"'{target}' is a condition ({expr}); return a number-valued expression")
+        rec.add("ND104", method, target, f"'{target}' is a condition ({user_text(expr)}); return a number-valued "
+                                         "expression (fire: return v - v_th, not v >= v_th)")
         return None
     if expr.has(sp.zoo):
-        rec.add("ND105", method, target, f"'{target}' divides by a constant zero: {expr}")
+        rec.add("ND105", method, target, f"'{target}' divides by a constant zero: {user_text(expr)}")
         return None
     if expr.has(sp.nan, sp.oo, -sp.oo):
-        rec.add("ND107", method, target, f"'{target}' contains a non-finite constant: {expr}")
+        rec.add("ND107", method, target, f"'{target}' contains a non-finite constant: {user_text(expr)}")
         return None
     for fn in expr.atoms(sp.Function):
         if type(fn).__name__ not in SUPPORTED_FUNCTIONS:
@@ -261,4 +269,5 @@ def capture(cls, equations: dict, declared_states: dict, declared_params: dict, 
 
 def _check_symbols(rec, method, target, expr, allowed):
     for s in expr.free_symbols - allowed:
-        rec.add("ND101", method, s.name, f"'{target}' uses '{s.name}', which is not available in {method}")
+        shown = user_text(s)
+        rec.add("ND101", method, shown, f"'{target}' uses '{shown}', which is not available in {method}")

@@ -153,6 +153,9 @@ class Custom(Surrogate):
     def canonical(self) -> str:
         return f"{self.name}:" + super().canonical()
 
+    def __repr__(self):
+        return super().__repr__().replace("Custom(", f"{self.name}(", 1)
+
 
 #: Every built-in surrogate class.
 ALL = (Sigmoid, ATan, PiecewiseQuadratic, PiecewiseExp, SoftSign, SuperSpike, Erf, Rect)

@@ -158,7 +158,8 @@ class KLIF(_ResetNeuron):
     k = Param(1.0, learnable=True)
 
     def charge(self, x):
-        h = self.v + (x - (self.v - self.v_reset)) / self.tau
+        rest = self.v_reset if self.reset_mode == "hard" else 0.0
+        h = self.v + (x - (self.v - rest)) / self.tau
         return dict(v=m.relu(self.k * h))
 
 
