@@ -17,6 +17,7 @@ torch.Size([3, 2, 4])
 """
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 
@@ -104,6 +105,20 @@ class Neuron(nn.Module):
         if key not in cls._variant_memo:
             cls._variant_memo[key] = capture(cls, cls._equations, cls._states_decl, cls._params_decl, chosen)
         return cls._variant_memo[key]
+
+    @classmethod
+    def without_reset(cls):
+        """This neuron with ``reset`` removed (paper 003's premise), as a new class (memoised).
+
+        Every spike-driven update goes with it (e.g. ALIF's ``a += s``); the analysis report lists them.
+        """
+        if "_without_reset" not in vars(cls):
+            namespace = {name: copy.copy(decl) for name, decl in {**cls._states_decl, **cls._params_decl}.items()}
+            namespace.update(variants=dict(cls.variants), charge=cls._equations["charge"],
+                             fire=cls._equations["fire"], __module__=cls.__module__,
+                             __doc__=f"{cls.__name__} without its reset.")
+            cls._without_reset = type(f"{cls.__name__}WithoutReset", (Neuron,), namespace)
+        return cls._without_reset
 
     @_hybridmethod
     def analysis(self_or_cls, **options):

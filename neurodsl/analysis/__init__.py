@@ -5,7 +5,7 @@
 * :mod:`.report` — the human-readable report ``Neuron.analysis()`` prints.
 """
 from .derive import KernelOptions, derive_plan, plan_key
-from .linearity import LinearityVerdict, classify
+from .linearity import LinearityVerdict, ResetVerdict, classify, classify_as_written
 from .report import AnalysisReport, analyse
 
-__all__ = ["KernelOptions", "derive_plan", "plan_key", "LinearityVerdict", "classify", "AnalysisReport", "analyse"]
+__all__ = ["KernelOptions", "derive_plan", "plan_key", "LinearityVerdict", "ResetVerdict", "classify", "classify_as_written", "AnalysisReport", "analyse"]

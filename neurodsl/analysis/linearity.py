@@ -61,13 +61,59 @@ def classify(spec: NeuronSpec) -> LinearityVerdict:
 
 
 def _offending_term(expr: sp.Expr, state_syms: set) -> str:
-    """The additive term of ``expr`` (factored) whose state-derivative still holds a state."""
-    for term in sp.Add.make_args(sp.expand(expr)):
-        if any(sp.diff(term, s).free_symbols & state_syms for s in state_syms):
-            return str(_display(sp.factor(term)))
-    return str(_display(expr))
+    """The smallest additive term of ``expr``, as written, that is nonlinear in the states."""
+    def nonlinear(e):
+        return any(sp.diff(e, s).free_symbols & state_syms for s in state_syms)
+
+    def find(e):
+        for term in sp.Add.make_args(e):
+            if nonlinear(term):
+                inner = [f for f in sp.Mul.make_args(term) if f.is_Add and nonlinear(f)]
+                return find(inner[0]) if inner else term
+        return e
+
+    return str(_display(find(expr)))
 
 
 def _display(expr: sp.Expr) -> sp.Expr:
     """Replace plan names (v_v, p_tau, x_x) by user names for messages."""
     return expr.xreplace({s: sp.Symbol(s.name.split("_", 1)[1]) for s in expr.free_symbols if "_" in s.name})
+
+
+@dataclass(frozen=True)
+class ResetVerdict:
+    """The neuron as written: can its spikes be found by an exact parallel fixed point?
+
+    ``exact`` holds when, for a given spike train, V[t] is affine in V[t-1] (linear charge and a
+    reset affine in H, e.g. soft reset or hard reset as a gated update). ``spike_driven`` lists
+    the states whose update reads the spike: ``without_reset()`` removes those updates.
+    """
+
+    exact: bool
+    reason: str
+    spike_driven: tuple[str, ...] = ()
+
+    def explain(self) -> str:
+        head = "exact parallel mode possible" if self.exact else "sequential only"
+        return f"{head}: {self.reason}"
+
+
+@functools.lru_cache(maxsize=256)
+def classify_as_written(spec: NeuronSpec) -> ResetVerdict:
+    """Verdict on the neuron with its reset (see :class:`ResetVerdict`)."""
+    spike = next((s for e in (x for _, x in spec.reset) for s in e.free_symbols if s.name == "spike"), None)
+    driven = tuple(st for st, (_, e) in zip(spec.states, spec.reset) if spike is not None and e.has(spike))
+    charge = classify(spec)
+    if not driven:
+        return ResetVerdict(charge.parallelizable, "no spike-driven update, so the reset-free verdict applies", driven)
+    if not charge.parallelizable:
+        return ResetVerdict(False, f"charge of {charge.state} is nonlinear in the states: {charge.term}", driven)
+    _, charged, _, _ = spec.symbols()
+    h_syms = set(charged.values())
+    for state, (_, expr) in zip(spec.states, spec.reset):
+        for h in h_syms:
+            if sp.diff(expr, h).free_symbols & h_syms:
+                return ResetVerdict(False, f"reset of {state} is nonlinear in the charged states: "
+                                           f"{_offending_term(expr, h_syms)}", driven)
+    return ResetVerdict(True, "given the spike train every update is affine in the states "
+                              "(reset as a gated linear update)", driven)

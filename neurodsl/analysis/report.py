@@ -9,7 +9,7 @@ from kernels_gen.plan import KernelPlan
 
 from ..spec import NeuronSpec
 from .derive import KernelOptions, derive_plan
-from .linearity import LinearityVerdict, classify
+from .linearity import LinearityVerdict, ResetVerdict, classify, classify_as_written
 
 _PREFIX = {"v_": "{}[t-1]", "h_": "H_{}", "n_": "{}[t]", "x_": "{}", "p_": "{}"}
 
@@ -40,6 +40,7 @@ class AnalysisReport:
     options: KernelOptions
     plan: KernelPlan
     linearity: LinearityVerdict
+    as_written: ResetVerdict
 
     def bytes_per_neuron_step(self, io_bytes: int = 4, compute_bytes: int = 4) -> dict[str, int]:
         p = self.plan
@@ -67,11 +68,14 @@ class AnalysisReport:
         b = self.bytes_per_neuron_step()
         lines += ["", f"Bytes per neuron-step (fp32): forward {b['forward']}, backward {b['backward']}, "
                       f"total {b['total']}"]
-        lines += ["", "Reset-free dynamics: " + self.linearity.explain()]
-        if self.linearity.parallelizable and s.has_reset:
-            lines.append("    (as written the neuron has a reset; its reset-free variant is parallelizable)")
+        lines += ["", "Parallel forms:",
+                  "    reset-free dynamics: " + self.linearity.explain(),
+                  "    as written: " + self.as_written.explain()]
+        if self.as_written.spike_driven:
+            lines.append(f"    without_reset() removes the spike-driven updates of: "
+                         f"{', '.join(self.as_written.spike_driven)}")
         return "\n".join(lines)
 
 
 def analyse(spec: NeuronSpec, options: KernelOptions) -> AnalysisReport:
-    return AnalysisReport(spec, options, derive_plan(spec, options), classify(spec))
+    return AnalysisReport(spec, options, derive_plan(spec, options), classify(spec), classify_as_written(spec))
