@@ -119,7 +119,7 @@ def clear() -> int:
     """Delete neurodsl's own entries (and stale temp files); returns how many were removed."""
     removed = 0
     for path in cache_dir().iterdir():
-        ours = path.name.endswith((".torch.py", ".triton.py")) or (path.name.startswith(".") and path.name.endswith(".tmp"))
+        ours = path.name.endswith((".torch.py", ".triton.py", ".parallel.py")) or (path.name.startswith(".") and path.name.endswith(".tmp"))
         if ours and path.is_file():
             path.unlink()
             removed += 1

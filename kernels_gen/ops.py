@@ -130,10 +130,14 @@ class NeuronFunction(torch.autograd.Function):
     """Autograd op: forward and backward are generated kernels, no per-step graph."""
 
     @staticmethod
-    def forward(ctx, compiled: CompiledNeuron, backend: str, store_seqs: bool, io_dtype, counts, *tensors):
+    def forward(ctx, compiled: CompiledNeuron, backend: str, store_seqs: bool, io_dtype, counts, precomputed,
+                *tensors):
         n_in, n_st, _ = counts
         inputs, init_states, params = tensors[:n_in], tensors[n_in:n_in + n_st], tensors[n_in + n_st:]
-        spikes, states, saved = compiled.forward(backend, inputs, init_states, params, store_seqs, io_dtype)
+        if precomputed is None:
+            spikes, states, saved = compiled.forward(backend, inputs, init_states, params, store_seqs, io_dtype)
+        else:  # a parallel solver already found the forward values; backward stays the generated kernel
+            spikes, states, saved = precomputed
         meta = compiled.meta(backend)
         needed = [inputs[meta["inputs"].index(i)] for i in meta["needed_inputs"]]
         ctx.save_for_backward(*saved, *needed, *init_states, *params)
@@ -162,7 +166,7 @@ class NeuronFunction(torch.autograd.Function):
         learnable = [(i, vector) for i, (_, vector, needs_grad) in enumerate(meta["params"]) if needs_grad]
         for (i, vector), g in zip(learnable, grad_params):
             param_grads[i] = g if vector else g.sum().reshape(1)
-        return (None, None, None, None, None, *grad_inputs, *grad_init, *param_grads)
+        return (None, None, None, None, None, None, *grad_inputs, *grad_init, *param_grads)
 
 
 def _dense(grad, shape, dtype, device):
@@ -172,8 +176,13 @@ def _dense(grad, shape, dtype, device):
     return grad.to(dtype).contiguous()
 
 
-def neuron_op(compiled: CompiledNeuron, backend: str, inputs, init_states, params, store_seqs: bool = False):
-    """Run one layer over time: returns ``(spikes [T, N], states)`` (final [N] or sequences [T, N])."""
+def neuron_op(compiled: CompiledNeuron, backend: str, inputs, init_states, params, store_seqs: bool = False,
+              precomputed=None):
+    """Run one layer over time: returns ``(spikes [T, N], states)`` (final [N] or sequences [T, N]).
+
+    ``precomputed``: ``(spikes, states, saved)`` found by another solver (the exact parallel mode);
+    the generated backward kernel then differentiates through them.
+    """
     io_dtype = inputs[0].dtype
     cdt = compute_dtype(io_dtype)
     check_backend(backend, inputs[0].device)
@@ -184,8 +193,10 @@ def neuron_op(compiled: CompiledNeuron, backend: str, inputs, init_states, param
     params = [p.to(cdt).contiguous() for p in params]
     counts = (len(inputs), len(init_states), len(params))
     if not (torch.is_grad_enabled() and any(t.requires_grad for t in (*inputs, *init_states, *params))):
+        if precomputed is not None:
+            return precomputed[0], tuple(precomputed[1])
         spikes, states, _ = compiled.forward(backend, inputs, init_states, params, store_seqs, io_dtype, save=False)
         return spikes, tuple(states)  # inference: nothing saved, 8 B/neuron-step for LIF in fp32
-    spikes, *states = NeuronFunction.apply(compiled, backend, store_seqs, io_dtype, counts,
+    spikes, *states = NeuronFunction.apply(compiled, backend, store_seqs, io_dtype, counts, precomputed,
                                            *inputs, *init_states, *params)
     return spikes, tuple(states)

@@ -117,3 +117,35 @@ class KernelPlan:
         for program in (self.forward, self.recompute_prev, self.backward):
             parts += [f"{a.target.name}={sp.srepr(a.expr)}" for a in program]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class ParallelPlan:
+    """A neuron whose per-step update is affine in its states, for scan / matmul / exact forms.
+
+    Programs (tuples of :class:`Assign`), vectorised over time:
+
+    * ``coefficients``: inputs, params -> ``a_<i>_<j>`` and ``b_<i>`` with H = A·V[t-1] + b.
+    * ``reset``: ``spike``, params -> ``g_<i>_<j>`` and ``c_<i>`` with V[t] = G(s)·H + c(s)
+      (empty when the neuron has no spike-driven update).
+    * ``fire``: charged values ``h_<state>``, params -> ``fire``.
+    * ``spike``: ``fire``, params -> ``spike`` (forward value), ``dspike`` (surrogate derivative)
+      and ``dalpha`` (derivative w.r.t. the surrogate's alpha).
+    """
+
+    name: str
+    states: tuple[str, ...]
+    inputs: tuple[str, ...]
+    params: tuple[ParamPlan, ...]
+    coefficients: tuple[Assign, ...]
+    reset: tuple[Assign, ...]
+    fire: tuple[Assign, ...]
+    spike: tuple[Assign, ...]
+    time_invariant: bool
+
+    def fingerprint(self) -> str:
+        parts = [CODEGEN_VERSION, "parallel", self.name, repr(self.states), repr(self.inputs), repr(self.params),
+                 repr(self.time_invariant)]
+        for program in (self.coefficients, self.reset, self.fire, self.spike):
+            parts += [f"{a.target.name}={sp.srepr(a.expr)}" for a in program]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import jinja2
 
-from .plan import (CODEGEN_VERSION, KernelPlan, SPIKE, charged_name, grad_name, input_name, new_name,
+from .plan import (CODEGEN_VERSION, KernelPlan, ParallelPlan, SPIKE, charged_name, grad_name, input_name, new_name,
                    param_name, prev_name)
 from .printers import TorchPrinter, TritonPrinter
 
@@ -117,3 +117,26 @@ def render_context(plan: KernelPlan, backend: str, key: str) -> dict:
 def render(plan: KernelPlan, backend: str, key: str) -> str:
     """The full source of ``backend``'s kernel module for ``plan``."""
     return _environment().get_template(_TEMPLATES[backend]).render(**render_context(plan, backend, key))
+
+
+def render_parallel(plan: ParallelPlan, key: str) -> str:
+    """The torch module of a :class:`~kernels_gen.plan.ParallelPlan` (coefficients, reset, fire, spike)."""
+    printer = TorchPrinter()
+    k = len(plan.states)
+    params = [param_name(p.name) for p in plan.params]
+    pairs = [(i, j) for i in range(k) for j in range(k)]
+    meta = dict(states=plan.states, inputs=plan.inputs, params=tuple((p.name, p.vector, p.needs_grad)
+                                                                    for p in plan.params))
+    context = dict(
+        meta=repr(meta), name=plan.name, key=key, fingerprint=plan.fingerprint(), codegen_version=CODEGEN_VERSION,
+        backend="parallel-torch", **_versions(), k=k, time_invariant=plan.time_invariant,
+        has_reset=bool(plan.reset),
+        coeff_args=[input_name(i) for i in plan.inputs] + params, coeff_body=print_program(plan.coefficients, printer),
+        a_names=[f"a_{i}_{j}" for i, j in pairs], b_names=[f"b_{i}" for i in range(k)],
+        reset_args=[SPIKE] + params, reset_body=print_program(plan.reset, printer),
+        g_names=[f"g_{i}_{j}" for i, j in pairs] if plan.reset else ["None"],
+        c_names=[f"c_{i}" for i in range(k)] if plan.reset else ["None"],
+        fire_args=[charged_name(s) for s in plan.states] + params, fire_body=print_program(plan.fire, printer),
+        spike_args=["fire"] + params, spike_body=print_program(plan.spike, printer),
+    )
+    return _environment().get_template("parallel_torch.py.j2").render(**context)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import functools
 
 from kernels_gen.ops import CompiledNeuron
+from kernels_gen.parallel import CompiledParallel
 
 from .analysis import KernelOptions, derive_plan, plan_key
+from .analysis.parallel import parallel_plan
 from .spec import NeuronSpec
 
 
@@ -20,3 +22,9 @@ from .spec import NeuronSpec
 def compile_spec(spec: NeuronSpec, options: KernelOptions) -> CompiledNeuron:
     """Kernels for ``spec`` under ``options``; nothing is derived until a cache miss needs it."""
     return CompiledNeuron(spec.name, plan_key(spec, options), lambda: derive_plan(spec, options))
+
+
+@functools.lru_cache(maxsize=1024)
+def compile_parallel(spec: NeuronSpec, options: KernelOptions) -> CompiledParallel:
+    """The parallel-form coefficient module of ``spec`` (callers check the verdict first)."""
+    return CompiledParallel(spec.name, plan_key(spec, options), lambda: parallel_plan(spec, options))

@@ -76,6 +76,10 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "ND122": ("`learnable` names something that is not a parameter", "list parameter names only"),
     "ND123": ("a parameter value is not a number or a floating tensor", "pass a float or a float tensor"),
     "ND124": ("step_mode or backend has an unknown value", "step_mode: 'm' or 's'; backend: 'auto', 'torch', 'triton'"),
+    "ND141": ("parallel='scan'/'matmul' was asked for a neuron without a parallel form (nonlinear charge or "
+              "reset), or exact mode with smooth=True", "use parallel='sequential' (or 'auto')"),
+    "ND142": ("parallel='matmul' with a per-neuron parameter in the recurrence matrix A",
+              "use parallel='scan' (or 'auto')"),
     "ND131": ("a surrogate given only by its gradient was asked to learn alpha, or used in smooth mode",
               "give the surrogate a primitive, or keep alpha fixed"),
     "ND132": ("`surrogate` is not a neurodsl surrogate", "use nd.surrogate.ATan() etc. or nd.surrogate.Custom"),

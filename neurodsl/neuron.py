@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -27,9 +28,9 @@ from torch import nn
 from kernels_gen.ops import neuron_op
 
 from . import surrogate as sg
-from .analysis import KernelOptions, analyse
+from .analysis import KernelOptions, analyse, classify_as_written
 from .analysis.derive import ALPHA
-from .compiler import compile_spec
+from .compiler import compile_parallel, compile_spec
 from .errors import InputError, Problem, SpecError
 from .spec import Param, State, capture
 
@@ -131,7 +132,7 @@ class Neuron(nn.Module):
     # -- instances ----------------------------------------------------------
     def __init__(self, *, surrogate: sg.Surrogate | None = None, detach_reset: bool = False, step_mode: str = "m",
                  backend: str = "auto", learnable=None, store_state_seqs: bool = False, smooth: bool = False,
-                 **kwargs):
+                 parallel: str = "auto", max_iterations: int | None = None, **kwargs):
         super().__init__()
         cls = type(self)
         if "charge" not in cls._equations:
@@ -149,6 +150,8 @@ class Neuron(nn.Module):
         if step_mode not in ("m", "s") or backend not in ("auto", "torch", "triton"):
             raise SpecError([Problem("ND124", cls.__name__, "__init__", "", f"step_mode={step_mode!r}, "
                                      f"backend={backend!r}")])
+        _check_parallel(cls.__name__, self.spec, parallel, smooth)
+        self.parallel, self.max_iterations, self.last_form = parallel, max_iterations, {}
         self.surrogate, self.detach_reset, self.step_mode = surrogate, detach_reset, step_mode
         self.backend, self.store_state_seqs, self.smooth = backend, store_state_seqs, smooth
         names = set(self.spec.params)
@@ -189,7 +192,7 @@ class Neuron(nn.Module):
         params = ", ".join(f"{n}={_short(self.param_value(n))}" for n in self.spec.params)
         opts = ", ".join(f"{k}={v!r}" for k, v in self.spec.options)
         return ", ".join(x for x in [params, opts, f"surrogate={self.surrogate!r}", f"step_mode={self.step_mode!r}",
-                                     f"backend={self.backend!r}",
+                                     f"backend={self.backend!r}", f"parallel={self.parallel!r}",
                                      "detach_reset=True" if self.detach_reset else ""] if x)
 
     # -- state handling (SpikingJelly-compatible) ---------------------------
@@ -247,14 +250,63 @@ class Neuron(nn.Module):
                                                                                  self.spec.state_defaults)]
         compiled = compile_spec(self.spec, options)
         backend = self.resolve_backend(xs[0].device)
-        spikes, states = neuron_op(compiled, backend, [x.reshape(T, n) for x in xs], init, flat_params,
-                                   self.store_state_seqs)
+        flat_xs = [x.reshape(T, n) for x in xs]
+        result = self._run_parallel(T, compiled, backend, flat_xs, init, flat_params, options)
+        if result is None:
+            self.last_form = self.last_form if self.last_form.get("fallback") else {"form": "sequential"}
+            result = neuron_op(compiled, backend, flat_xs, init, flat_params, self.store_state_seqs)
+        spikes, states = result
         if self.store_state_seqs:
             self.state_seqs = {s: v.reshape(T, *shape) for s, v in zip(self.spec.states, states)}
             states = [v[-1] for v in states]
         self._carried = {s: v.reshape(shape) for s, v in zip(self.spec.states, states)}
         spikes = spikes.reshape(T, *shape)
         return spikes[0] if single else spikes
+
+    def choose_form(self, T: int) -> str:
+        """'sequential', 'scan', 'matmul' or 'auto' (solver picks matmul or scan) for T steps.
+
+        Rule for ``parallel='auto'``: reset-free linear neurons run in parallel from T >= AUTO_MIN_T
+        steps (matmul while A is uniform and T <= MATMUL_MAX_T, else scan); neurons with a
+        spike-driven update stay sequential unless a parallel form is asked for (exact mode).
+        """
+        if self.parallel != "auto":
+            return self.parallel
+        verdict = classify_as_written(self.spec)
+        if verdict.spike_driven or not verdict.exact or T < AUTO_MIN_T:
+            return "sequential"
+        return "auto"
+
+    def _run_parallel(self, T, compiled, backend, xs, init, params, options):
+        """Spikes and states from a parallel form, or None to run the sequential kernels."""
+        form = self.choose_form(T)
+        if form == "sequential":
+            return None
+        cdt = torch.float64 if xs[0].dtype == torch.float64 else torch.float32
+        cx, cinit, cparams = ([t.to(cdt) for t in group] for group in (xs, init, params))
+        solver = compile_parallel(self.spec, options)
+        if not classify_as_written(self.spec).spike_driven:
+            try:
+                spikes, seqs, used = solver.solve(form, cx, cinit, cparams, MATMUL_MAX_T)
+            except ValueError as err:
+                raise InputError("ND142", f"{type(self).__name__}: parallel='matmul': {err}; a parameter in A is "
+                                          "per-neuron, use parallel='scan'") from err
+            self.last_form = {"form": used}
+            states = seqs if self.store_state_seqs else [v[-1] for v in seqs]
+            return spikes.to(xs[0].dtype), tuple(states)
+        found = solver.solve_exact(form, cx, cinit, cparams, self.max_iterations or T + 1)
+        if found is None:
+            warnings.warn(f"{type(self).__name__}: exact parallel mode did not converge in {self.max_iterations} "
+                          "passes; running the sequential kernel", RuntimeWarning, stacklevel=3)
+            self.last_form = {"form": "sequential", "fallback": True}
+            return None
+        spikes, charged, states, passes = found
+        saved = [charged[self.spec.states.index(s)] for s in compiled.meta(backend)["saved_states"]]
+        states = states if self.store_state_seqs else [v[-1] for v in states]
+        self.last_form = {"form": f"exact-{form}", "passes": passes}
+        return neuron_op(compiled, backend, xs, init, params, self.store_state_seqs,
+                         precomputed=(spikes.to(xs[0].dtype), [v.contiguous() for v in states],
+                                      [h.contiguous() for h in saved]))
 
     def _flat_param(self, name, shape, device):
         p = self.param_value(name)
@@ -285,6 +337,25 @@ class Neuron(nn.Module):
             flat, vec = self._flat_param(default, shape, like.device)
             return flat if vec else flat.expand(n)
         return torch.full((n,), float(default), device=like.device)
+
+
+#: parallel='auto' thresholds (measured by the benchmark harness; see docs/parallel.md).
+AUTO_MIN_T = 32
+MATMUL_MAX_T = 1024
+
+
+def _check_parallel(cls_name, spec, parallel, smooth):
+    if parallel not in ("auto", "sequential", "scan", "matmul"):
+        raise SpecError([Problem("ND124", cls_name, "__init__", "parallel", f"parallel={parallel!r}: use 'auto', "
+                                 "'sequential', 'scan' or 'matmul'")])
+    if parallel in ("scan", "matmul"):
+        verdict = classify_as_written(spec)
+        if not verdict.exact:
+            raise SpecError([Problem("ND141", cls_name, "__init__", "parallel", f"parallel={parallel!r} is not "
+                                     f"possible: {verdict.reason}")])
+        if smooth and verdict.spike_driven:
+            raise SpecError([Problem("ND141", cls_name, "__init__", "parallel", "the exact parallel mode needs the "
+                                     "Heaviside spike (smooth=False)")])
 
 
 def section(text: str, kind: str) -> str:

@@ -1,0 +1,160 @@
+"""Solve affine neuron steps in parallel over time.
+
+Given the generated coefficient module of a :class:`~kernels_gen.plan.ParallelPlan`:
+
+* :func:`scan` — log-depth (Hillis–Steele) scan of V_t = A_t V_{t-1} + b_t over [T, N, k];
+* :func:`matmul` — one T×T (block) lower-triangular GEMM when A is the same for every t and neuron;
+* :func:`solve_exact` — neurons with reset: iterate "scan, then threshold" from s = 0 until the spike
+  train stops changing (a causal fixed point: exact after at most T + 1 passes).
+
+Everything is plain torch, so it runs on CPU and CUDA and autograd differentiates it.
+
+>>> import torch
+>>> a, b = torch.full((5, 1, 1, 1), 0.5), torch.ones(5, 1, 1)
+>>> scan(a, b, torch.zeros(1, 1))[:, 0, 0]
+tensor([1.0000, 1.5000, 1.7500, 1.8750, 1.9375])
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Callable
+
+import torch
+
+from . import cache, render
+from .plan import ParallelPlan
+
+
+def _field(values, T: int, n: int, k: int, like: torch.Tensor, rows: int) -> torch.Tensor:
+    """Coefficients (floats, [1], [N] or [T, N] tensors) stacked into [T, N, rows, k] (or [T, N, k])."""
+    out = [torch.as_tensor(v, dtype=like.dtype, device=like.device).expand(T, n) for v in values]
+    stacked = torch.stack(out, dim=-1)
+    return stacked.reshape(T, n, rows, k) if rows else stacked
+
+
+def is_uniform(values) -> bool:
+    """True when every coefficient is one number for all t and neurons (the matmul form applies)."""
+    return all(not isinstance(v, torch.Tensor) or v.numel() == 1 for v in values)
+
+
+def scan(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
+    """V_t = A_t V_{t-1} + b_t for A [T, N, k, k], b [T, N, k], v0 [N, k]; returns V [T, N, k]."""
+    T, k = b.shape[0], b.shape[-1]
+    if k == 1:
+        a, c = A[..., 0, 0], b[..., 0]
+        shift = 1
+        while shift < T:
+            c = torch.cat([c[:shift], c[shift:] + a[shift:] * c[:-shift]])
+            a = torch.cat([a[:shift], a[shift:] * a[:-shift]])
+            shift *= 2
+        return (a * v0[:, 0] + c)[..., None]
+    shift = 1
+    while shift < T:
+        b = torch.cat([b[:shift], b[shift:] + torch.einsum("tnij,tnj->tni", A[shift:], b[:-shift])])
+        A = torch.cat([A[:shift], torch.einsum("tnij,tnjk->tnik", A[shift:], A[:-shift])])
+        shift *= 2
+    return torch.einsum("tnij,nj->tni", A, v0) + b
+
+
+def matmul(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
+    """The same recurrence with one A [k, k] for all t and neurons, as one lower-triangular GEMM."""
+    T, n, k = b.shape
+    powers = [torch.eye(k, dtype=b.dtype, device=b.device)]
+    for _ in range(T):
+        powers.append(A @ powers[-1])
+    P = torch.stack(powers)                                   # P[d] = A^d, [T + 1, k, k]
+    t = torch.arange(T, device=b.device)
+    d = t[:, None] - t[None, :]
+    W = P[d.clamp(min=0)] * (d >= 0)[..., None, None].to(b.dtype)   # [T, T, k, k]
+    W = W.permute(0, 2, 1, 3).reshape(T * k, T * k)
+    V = (W @ b.permute(0, 2, 1).reshape(T * k, n)).reshape(T, k, n).permute(0, 2, 1)
+    return V + torch.einsum("tij,nj->tni", P[1:], v0)
+
+
+class ParallelSpike(torch.autograd.Function):
+    """spike = Θ(fire) (or the smooth primitive), with the generated surrogate derivative in backward."""
+
+    @staticmethod
+    def forward(ctx, fire, alpha, spike_fn, params):
+        spike, dspike, dalpha = spike_fn(fire, *params)
+        ctx.save_for_backward(torch.as_tensor(dspike), torch.as_tensor(dalpha))
+        ctx.alpha_shape = alpha.shape
+        return spike if isinstance(spike, torch.Tensor) else torch.full_like(fire, spike)
+
+    @staticmethod
+    def backward(ctx, grad):
+        dspike, dalpha = ctx.saved_tensors
+        grad_alpha = (grad * dalpha).sum().reshape(ctx.alpha_shape) if ctx.needs_input_grad[1] else None
+        return grad * dspike, grad_alpha, None, None
+
+
+@dataclass
+class CompiledParallel:
+    """The generated coefficient module of a parallel plan (cached like the sequential kernels)."""
+
+    name: str
+    key: str
+    build_plan: Callable[[], ParallelPlan]
+    _module: ModuleType | None = field(default=None)
+
+    def module(self) -> ModuleType:
+        if self._module is None:
+            self._module = cache.load_module(self.name, self.key, "parallel",
+                                             lambda: render.render_parallel(self.build_plan(), self.key))
+        return self._module
+
+    def source(self) -> str:
+        self.module()
+        return cache.cached_source(self.name, self.key, "parallel")
+
+    def _coefficients(self, inputs, params, like):
+        mod = self.module()
+        T, n = inputs[0].shape
+        a_raw, b_raw = mod.coefficients(*inputs, *params)
+        return a_raw, _field(a_raw, T, n, mod.K, like, mod.K), _field(b_raw, T, n, mod.K, like, 0)
+
+    def solve(self, form: str, inputs, init, params, matmul_max_t: int = 1024):
+        """Reset-free neuron: (spikes [T, N], state sequences [T, N] each, form used); differentiable.
+
+        ``form``: 'scan', 'matmul' (needs one A for all t and neurons: ValueError otherwise) or 'auto'
+        (matmul when A is uniform and T <= ``matmul_max_t``, else scan).
+        """
+        mod = self.module()
+        a_raw, A, b = self._coefficients(inputs, params, inputs[0])
+        uniform = is_uniform(a_raw)
+        if form == "auto":
+            form = "matmul" if uniform and inputs[0].shape[0] <= matmul_max_t else "scan"
+        if form == "matmul" and not uniform:
+            raise ValueError("the matmul form needs one A for every time step and neuron")
+        v0 = torch.stack(list(init), dim=-1)
+        V = matmul(A[0, 0], b, v0) if form == "matmul" else scan(A, b, v0)
+        states = [V[..., i] for i in range(mod.K)]
+        spikes = ParallelSpike.apply(mod.fire(*states, *params), params[-1], mod.spike, params)
+        return spikes, states, form
+
+    def solve_exact(self, form: str, inputs, init, params, max_iterations: int):
+        """Neuron with reset: the causal fixed point s = Θ(F(H(s))) without gradients.
+
+        Returns (spikes, charged H [T, N] per state, states V [T, N] per state, passes), or None when
+        it did not converge within ``max_iterations`` passes.
+        """
+        mod = self.module()
+        T, n = inputs[0].shape
+        with torch.no_grad():
+            _, A, b = self._coefficients(inputs, params, inputs[0])
+            v0 = torch.stack(list(init), dim=-1)
+            spikes = torch.zeros_like(inputs[0])
+            for passes in range(1, max_iterations + 1):
+                g_raw, c_raw = mod.reset_coefficients(spikes, *params)
+                G = _field(g_raw, T, n, mod.K, spikes, mod.K)
+                c = _field(c_raw, T, n, mod.K, spikes, 0)
+                V = scan(G @ A, torch.einsum("tnij,tnj->tni", G, b) + c, v0)
+                prev = torch.cat([v0[None], V[:-1]])
+                H = torch.einsum("tnij,tnj->tni", A, prev) + b
+                fire = mod.fire(*[H[..., i] for i in range(mod.K)], *params)
+                new = torch.as_tensor(mod.spike(fire, *params)[0], dtype=spikes.dtype).expand_as(spikes)
+                if torch.equal(new, spikes):
+                    return spikes, [H[..., i] for i in range(mod.K)], [V[..., i] for i in range(mod.K)], passes
+                spikes = new.clone()
+        return None
