@@ -1,0 +1,240 @@
+"""Parallel forms: verdicts, scan / matmul / exact mode against the sequential kernels and the
+reference loop, without_reset(), and the PSN / PSU families against direct matrix formulas."""
+import warnings
+
+import pytest
+import torch
+from hypothesis import given, strategies as st
+
+import neurodsl as nd
+from neurodsl.analysis import classify, classify_as_written
+
+from helpers import compare, require_safe_inputs, run_with_grads, safe_inputs, assert_close
+
+Z = nd.zoo
+
+
+# -- detection ------------------------------------------------------------------------------------
+VERDICTS = {  # zoo neuron -> (reset-free verdict, exact mode possible as written)
+    Z.IF: ("linear-time-invariant", True), Z.LIF: ("linear-time-invariant", True),
+    Z.PLIF: ("linear-time-invariant", True), Z.ALIF: ("linear-time-invariant", True),
+    Z.CubaLIF: ("linear-time-invariant", True), Z.LIFNoReset: ("linear-time-invariant", True),
+    Z.QIF: ("nonlinear", False), Z.EIF: ("nonlinear", False), Z.Izhikevich: ("nonlinear", False),
+    Z.KLIF: ("nonlinear", False),
+}
+
+
+@pytest.mark.parametrize("cls", Z.ALL, ids=lambda c: c.__name__)
+def test_zoo_verdicts(cls):
+    kind, exact = VERDICTS[cls]
+    assert classify(cls.spec).kind == kind
+    assert classify_as_written(cls.spec).exact is exact
+
+
+@pytest.mark.parametrize("cls, term", [(Z.QIF, "a0*(v - v_c)*(v - v_rest)"), (Z.Izhikevich, "a0*(v - v_c)*(v - v_rest)"),
+                                       (Z.EIF, "delta_T*exp((-theta_rh + v)/delta_T)")])
+def test_nonlinear_verdict_names_state_and_term(cls, term):
+    verdict = classify(cls.spec)
+    assert (verdict.state, verdict.term) == ("v", term)
+    assert "v" in verdict.explain() and term in verdict.explain()
+
+
+def test_input_dependent_verdict():
+    class Gated(nd.Neuron):
+        v = nd.State(0.0)
+
+        def charge(self, x):
+            return dict(v=nd.sigmoid(x) * self.v + x)
+
+        def fire(self):
+            return self.v - 1.0
+
+    assert classify(Gated.spec).kind == "linear-input-dependent"
+
+
+def test_without_reset_and_spike_driven_updates():
+    free = Z.ALIF.without_reset()
+    assert free is Z.ALIF.without_reset() and not free.spec.has_reset
+    assert classify_as_written(Z.ALIF.spec).spike_driven == ("v", "a")
+    assert "removes the spike-driven updates of: v, a" in str(Z.ALIF.analysis())
+    assert classify_as_written(Z.Izhikevich.spec).spike_driven == ("v", "w")
+    layer = free()
+    x = require_safe_inputs(layer, 6, (3, 5))
+    compare(layer, *x)
+
+
+# -- random linear specs ----------------------------------------------------------------------------
+def _linear_neuron(n_states, input_dependent, decay, couple):
+    states = [f"s{i}" for i in range(n_states)]
+
+    def charge(self, x):
+        out = {}
+        for i, name in enumerate(states):
+            gate = nd.sigmoid(x) if input_dependent and i == 0 else self.k
+            value = gate * getattr(self, name) + x * (0.5 + 0.25 * i)
+            if i > 0:
+                value = value + self.c * getattr(self, states[i - 1])
+            out[name] = value
+        return out
+
+    def fire(self):
+        return sum(getattr(self, s) for s in states) - self.v_th
+
+    namespace = {s: nd.State(0.0) for s in states}
+    namespace.update(k=nd.Param(decay), c=nd.Param(couple), v_th=nd.Param(0.9), charge=charge, fire=fire)
+    return type(f"Lin{n_states}{'I' if input_dependent else 'T'}", (nd.Neuron,), namespace)
+
+
+@given(n_states=st.integers(1, 2), input_dependent=st.booleans(), decay=st.floats(0.2, 0.95),
+       couple=st.floats(-0.5, 0.5), T=st.sampled_from([1, 2, 7, 33]), n=st.integers(1, 9), seed=st.integers(0, 99))
+def test_random_linear_specs_every_form_matches(n_states, input_dependent, decay, couple, T, n, seed):
+    cls = _linear_neuron(n_states, input_dependent, decay, couple)
+    expected = "linear-input-dependent" if input_dependent else "linear-time-invariant"
+    assert classify(cls.spec).kind == expected
+    probe = cls(learnable=("k", "c", "v_th"))
+    xs = safe_inputs(probe, T, (n,), seed=seed, scale=0.6, offset=0.3)
+    if xs is None:
+        return
+    forms = ["scan"] + ([] if input_dependent else ["matmul"])
+    sequential = run_with_grads(cls(learnable=("k", "c", "v_th"), parallel="sequential"), xs)
+    for form in forms:
+        layer = cls(learnable=("k", "c", "v_th"), parallel=form)
+        compare(layer, *xs)  # against the reference loop
+        spikes, states, grads, _ = run_with_grads(layer, xs, weights=sequential[3])
+        assert torch.equal(spikes, sequential[0]) and layer.last_form["form"] == form
+        for name in grads:
+            assert_close(grads[name], sequential[2][name], torch.float32, name)
+
+
+def test_matmul_needs_uniform_A():
+    layer = Z.LIFNoReset(tau=torch.full((5,), 2.0) + torch.rand(5), parallel="matmul")
+    with pytest.raises(nd.InputError) as err:
+        layer(torch.rand(4, 5))
+    assert err.value.code == "ND142"
+    scan = Z.LIFNoReset(tau=layer.tau.clone(), parallel="scan")
+    compare(scan, *require_safe_inputs(scan, 9, (5,)))
+
+
+def test_auto_rule_and_repr():
+    layer = Z.LIFNoReset()
+    layer(torch.rand(4, 3))
+    assert layer.last_form == {"form": "sequential"}
+    layer.reset_state()
+    layer(torch.rand(64, 3))
+    assert layer.last_form == {"form": "matmul"}
+    layer = Z.LIFNoReset(tau=torch.full((3,), 3.0))
+    layer(torch.rand(64, 3))
+    assert layer.last_form == {"form": "scan"}
+    assert "parallel='auto'" in repr(layer)
+    lif = Z.LIF()
+    lif(torch.rand(64, 3))
+    assert lif.last_form == {"form": "sequential"}  # neurons with reset: exact mode only on request
+
+
+@pytest.mark.parametrize("cls", [Z.QIF, Z.Izhikevich])
+def test_parallel_request_on_nonlinear_neuron_is_a_typed_error(cls):
+    with pytest.raises(nd.SpecError) as err:
+        cls(parallel="scan")
+    assert err.value.code == "ND141"
+
+
+# -- exact mode -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cls, kw", [(Z.LIF, {}), (Z.LIF, dict(reset_mode="soft")), (Z.IF, {}),
+                                     (Z.IF, dict(reset_mode="soft")), (Z.ALIF, {}), (Z.CubaLIF, {})],
+                         ids=["LIF-hard", "LIF-soft", "IF-hard", "IF-soft", "ALIF", "CubaLIF"])
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_exact_mode_equals_sequential(cls, kw, backend):
+    T = 24 if backend == "torch" else 6
+    params = tuple(p for p in cls._params_decl if p in ("tau", "v_th", "beta", "c_decay"))
+    layer = cls(parallel="scan", backend=backend, learnable=params, **kw)
+    xs = require_safe_inputs(layer, T, (2, 7), scale=0.8, offset=0.5)
+    compare(layer, *xs)
+    assert layer.last_form["form"] == "exact-scan"
+    assert 1 <= layer.last_form["passes"] <= T + 1
+    seq = run_with_grads(cls(parallel="sequential", backend=backend, learnable=params, **kw), xs)
+    par = run_with_grads(layer, xs, weights=seq[3])
+    assert torch.equal(par[0], seq[0])
+
+
+def test_exact_mode_falls_back_when_capped():
+    layer = Z.LIF(parallel="scan", max_iterations=1)
+    xs = require_safe_inputs(layer, 20, (4,), offset=1.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compare(layer, *xs)
+    assert layer.last_form == {"form": "sequential", "fallback": True}
+    assert any("did not converge" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_exact_mode_iteration_counts_are_bounded(seed):
+    layer = Z.LIF(parallel="scan")
+    xs = require_safe_inputs(layer, 40, (16,), seed=seed, scale=1.0, offset=0.6)
+    with torch.no_grad():
+        layer(*xs)
+    assert 2 <= layer.last_form["passes"] <= 41
+
+
+# -- PSN / PSU families ------------------------------------------------------------------------------
+def _theta(u):
+    return (u >= 0).to(u.dtype)
+
+
+def test_psn_matches_matrix_formula_and_trains():
+    T = 6
+    psn = nd.psn.PSN(T)
+    x = torch.randn(T, 2, 3, requires_grad=True)
+    s = psn(x)
+    expected = _theta(torch.einsum("ts,sbn->tbn", psn.weight, x) + psn.bias[:, None, None])
+    assert torch.equal(s, expected)
+    s.sum().backward()
+    assert psn.weight.grad is not None and x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_masked_psn_mask_and_schedule():
+    T, k = 6, 2
+    m = nd.psn.MaskedPSN(k, T, lam=1.0)
+    i = torch.arange(T)
+    for a in range(T):
+        for b in range(T):
+            assert m.mask[a, b] == float(b <= a <= b + k - 1)
+    x = torch.randn(T, 4)
+    assert torch.equal(m(x), _theta(m.weight * m.mask @ x + m.bias[:, None]))
+    m.lam = 0.0
+    assert torch.equal(m(x), _theta(m.weight @ x + m.bias[:, None]))
+    assert nd.psn.masked_psn_lambda(0, 10) == 0.0 and nd.psn.masked_psn_lambda(9, 10) == 1.0
+    del i
+
+
+def test_sliding_psn_banded_equals_direct_sum():
+    k, T = 3, 7
+    sp = nd.psn.SlidingPSN(k)
+    assert torch.allclose(sp.weight, torch.tensor([0.25, 0.5, 1.0]))
+    x = torch.randn(T, 5)
+    direct = torch.stack([sum(sp.weight[i] * (x[t - k + 1 + i] if t - k + 1 + i >= 0 else torch.zeros(5))
+                              for i in range(k)) for t in range(T)]) + sp.bias
+    assert torch.allclose(sp.banded(T) @ x + sp.bias, direct, atol=1e-6)
+    assert torch.equal(sp(x), _theta(sp.banded(T) @ x + sp.bias))
+    assert sp(torch.randn(11, 5)).shape == (11, 5)  # any T
+
+
+def test_psu_family_matrices_and_outputs():
+    T, tau = 5, 2.0
+    m1, m2 = nd.psn.psu_matrices(T, tau)
+    for i in range(T):
+        for j in range(T):
+            assert m1[i, j] == (tau ** -(i - j + 1) if i >= j else 0.0)
+            assert m2[i, j] == (-(tau ** -(i - j)) if i > j else 0.0)
+    x = torch.randn(T, 3)
+    psu = nd.psn.PSU(T, tau=tau, v_th=0.5)
+    d = m1 @ x
+    assert torch.equal(psu(x), _theta(d + 0.5 * (m2 @ torch.sigmoid(d)) - 0.5))
+    ipsu = nd.psn.IPSU(T)
+    lin = (ipsu.weight * torch.tril(torch.ones(T, T))) @ x + ipsu.bias[:, None]
+    assert torch.equal(ipsu(x), _theta(lin + m2 @ x - ipsu.v_th))
+    rpsu = nd.psn.RPSU(T)
+    lin = (rpsu.weight * torch.tril(torch.ones(T, T))) @ x + rpsu.bias[:, None]
+    assert torch.equal(rpsu(x), _theta(m1 @ x + m2 @ torch.sigmoid(lin) - rpsu.v_th))
+    xg = x.clone().requires_grad_()
+    rpsu(xg).sum().backward()
+    assert rpsu.weight.grad is not None and torch.isfinite(xg.grad).all()
