@@ -136,7 +136,23 @@ def cmd_compile(args) -> int:
             compiled.module(backend)
             print(f"\n{backend}: key {compiled.key}  ({time.perf_counter() - t0:.3f}s)  "
                   f"{_entry(compiled.name, compiled.key, backend)}")
+        _print_forms(layer)
     return 0
+
+
+def _print_forms(layer) -> None:
+    """The parallel form parallel='auto' picks at a few sequence lengths, and the parallel module."""
+    from .analysis import classify_as_written
+    from .compiler import compile_parallel
+    verdict = classify_as_written(layer.spec)
+    print(f"\nparallel forms: {verdict.explain()}")
+    picks = {T: layer.choose_form(T) for T in (8, 64, 1024, 4096)}
+    print("  parallel='auto' picks: " + ", ".join(f"T={T}: {'matmul or scan' if f == 'auto' else f}"
+                                                  for T, f in picks.items()))
+    if verdict.exact:
+        solver = compile_parallel(layer.spec, layer.kernel_options())
+        solver.module()
+        print(f"  parallel module: {_entry(solver.name, solver.key, 'parallel')}")
 
 
 def _entry(name, key, backend):
