@@ -16,6 +16,7 @@ for compiled Triton, the Triton interpreter and torch.
 """
 from __future__ import annotations
 
+import numpy as np
 import sympy as sp
 from sympy.printing.precedence import PRECEDENCE, precedence
 from sympy.printing.str import StrPrinter
@@ -170,6 +171,11 @@ class _KernelPrinter(StrPrinter):
     def _print_Or(self, expr):
         return "(" + " | ".join(self._print(a) for a in expr.args) + ")"
 
+    def _print_ITE(self, expr):
+        """Boolean if-then-else (sympy writes it for conditions on piecewise values)."""
+        cond, a, b = expr.args
+        return self._where(cond, a, b)
+
     def _print_Not(self, expr):
         return f"(~{self._print(expr.args[0])})"
 
@@ -191,6 +197,18 @@ class TritonPrinter(_KernelPrinter):
 
     def _real_pow(self, base, exp, prec):
         return f"tl.exp({self._print(exp)}*tl.log({self._print(base)}))"
+
+    def _where(self, cond, a, b, printed_else=False):
+        """tl.where materialises two literal branches as fp32: give inexact constants the compute dtype."""
+        a_text = self._branch(a)
+        b_text = b if isinstance(b, str) else self._branch(b)
+        return f"tl.where({self._print(cond)}, {a_text}, {b_text})"
+
+    def _branch(self, value) -> str:
+        text = self._print(value)
+        if getattr(value, "is_Number", False) and float(np.float32(float(value))) != float(value):
+            return f"tl.full((), {text}, COMPUTE)"
+        return text
 
     def _print_tanh(self, expr):
         return f"(2.0*tl.sigmoid(2.0*{self.parenthesize(expr.args[0], PRECEDENCE['Mul'])}) - 1.0)"

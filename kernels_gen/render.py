@@ -79,7 +79,7 @@ def render_context(plan: KernelPlan, backend: str, key: str) -> dict:
                 params=tuple((p.name, p.vector, p.needs_grad) for p in plan.params), compute_dtype=plan.compute_dtype)
     return dict(
         meta=repr(meta), name=plan.name, key=key, fingerprint=plan.fingerprint(), codegen_version=CODEGEN_VERSION,
-        backend=backend, compute=compute, **_versions(),
+        backend=backend, compute=compute, fp64=plan.compute_dtype == "float64", **_versions(),
         fwd_args=prev + inputs + params, fwd_body=print_program(plan.forward, printer),
         fwd_returns=[SPIKE] + [new_name(s) for s in states] + saved,
         needs_prev=plan.needs_prev,

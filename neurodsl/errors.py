@@ -78,8 +78,6 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "ND124": ("step_mode or backend has an unknown value", "step_mode: 'm' or 's'; backend: 'auto', 'torch', 'triton'"),
     "ND141": ("parallel='scan'/'matmul' was asked for a neuron without a parallel form (nonlinear charge or "
               "reset), or exact mode with smooth=True", "use parallel='sequential' (or 'auto')"),
-    "ND142": ("parallel='matmul' with a per-neuron parameter in the recurrence matrix A",
-              "use parallel='scan' (or 'auto')"),
     "ND131": ("a surrogate given only by its gradient was asked to learn alpha, or used in smooth mode",
               "give the surrogate a primitive, or keep alpha fixed"),
     "ND132": ("`surrogate` is not a neurodsl surrogate", "use nd.surrogate.ATan() etc. or nd.surrogate.Custom"),
@@ -104,4 +102,6 @@ CATALOGUE: dict[str, tuple[str, str]] = {
               "use a scalar, a per-feature tensor, or [C, 1, 1] for [B, C, H, W]"),
     "ND408": ("the carried state does not match the input shape (batch changed without reset)",
               "call layer.reset_state() (or neurodsl.reset_states(model)) between batches"),
+    "ND409": ("parallel='matmul' with a per-neuron parameter in the recurrence matrix A",
+              "use parallel='scan' (or 'auto')"),
 }

@@ -6,7 +6,7 @@ Each works on sympy expressions (when the class is captured) and on torch tensor
 >>> import sympy as sp, torch
 >>> v = sp.Symbol("v", real=True)
 >>> relu(v)
-Max(0, v)
+Max(0.0, v)
 >>> relu(torch.tensor([-1.0, 2.0]))
 tensor([0., 2.])
 """
@@ -58,25 +58,30 @@ atan = _unary(sp.atan, torch.atan, math.atan)
 
 
 def relu(x):
-    """max(x, 0)."""
+    """max(x, 0); its gradient at exactly 0 is 1/2 (the kink convention of :func:`maximum`)."""
     return maximum(x, 0.0)
 
 
+def _tensors(a, b):
+    """Both operands as tensors (a number becomes a tensor like the other operand)."""
+    like = a if isinstance(a, torch.Tensor) else b
+    return tuple(v if isinstance(v, torch.Tensor) else torch.tensor(v, dtype=like.dtype, device=like.device)
+                 for v in (a, b))
+
+
 def minimum(a, b):
-    """Elementwise minimum."""
+    """Elementwise minimum; at a tie the gradient splits equally (Heaviside(0) = 1/2, as derived)."""
     if _is_tensor(a, b):
-        return torch.minimum(torch.as_tensor(a), torch.as_tensor(b)) if _is_tensor(a) and _is_tensor(b) \
-            else torch.clamp(a if _is_tensor(a) else b, max=b if _is_tensor(a) else a)
+        return torch.minimum(*_tensors(a, b))
     if _is_symbolic(a, b):
         return sp.Min(a, b)
     return min(a, b)
 
 
 def maximum(a, b):
-    """Elementwise maximum."""
+    """Elementwise maximum; at a tie the gradient splits equally (Heaviside(0) = 1/2, as derived)."""
     if _is_tensor(a, b):
-        return torch.maximum(a, b) if _is_tensor(a) and _is_tensor(b) \
-            else torch.clamp(a if _is_tensor(a) else b, min=b if _is_tensor(a) else a)
+        return torch.maximum(*_tensors(a, b))
     if _is_symbolic(a, b):
         return sp.Max(a, b)
     return max(a, b)

@@ -289,7 +289,7 @@ class Neuron(nn.Module):
             try:
                 spikes, seqs, used = solver.solve(form, cx, cinit, cparams, MATMUL_MAX_T)
             except ValueError as err:
-                raise InputError("ND142", f"{type(self).__name__}: parallel='matmul': {err}; a parameter in A is "
+                raise InputError("ND409", f"{type(self).__name__}: parallel='matmul': {err}; a parameter in A is "
                                           "per-neuron, use parallel='scan'") from err
             self.last_form = {"form": used}
             states = seqs if self.store_state_seqs else [v[-1] for v in seqs]

@@ -49,11 +49,11 @@ def spike_fn(layer: Neuron, u: torch.Tensor) -> torch.Tensor:
     return (u >= 0).to(u.dtype) + (g - g.detach())
 
 
-def reference_run(layer: Neuron, *inputs: torch.Tensor, init: dict | None = None):
+def reference_run(layer: Neuron, *inputs: torch.Tensor, init: dict | None = None, return_fire: bool = False):
     """Run ``layer``'s equations step by step over ``inputs`` ([T, *shape] each).
 
-    Returns ``(spikes [T, *shape], {state: [T, *shape]})``; differentiable w.r.t. inputs,
-    ``init`` tensors and the layer's parameters.
+    Returns ``(spikes [T, *shape], {state: [T, *shape]})`` (plus the fire values [T, *shape] when
+    ``return_fire``); differentiable w.r.t. inputs, ``init`` tensors and the layer's parameters.
     """
     spec, eq = layer.spec, type(layer)._equations
     options = dict(spec.options)
@@ -70,7 +70,7 @@ def reference_run(layer: Neuron, *inputs: torch.Tensor, init: dict | None = None
         else:
             value = torch.tensor(float(default))
         state[name] = torch.as_tensor(value).to(dtype).expand(shape)
-    spikes, seqs = [], {s: [] for s in spec.states}
+    spikes, fires, seqs = [], [], {s: [] for s in spec.states}
     for t in range(xs[0].shape[0]):
         charged = dict(state)
         charged.update(eq["charge"](_TensorSelf({**state, **params}, options), *[x[t] for x in xs]))
@@ -82,6 +82,8 @@ def reference_run(layer: Neuron, *inputs: torch.Tensor, init: dict | None = None
             new.update(eq["reset"](_TensorSelf({**charged, **params}, options), s_reset))
         state = {k: torch.as_tensor(v).expand(shape) for k, v in new.items()}
         spikes.append(s.expand(shape))
+        fires.append(torch.as_tensor(u, dtype=dtype).expand(shape))
         for k in spec.states:
             seqs[k].append(state[k])
-    return torch.stack(spikes).to(inputs[0].dtype), {k: torch.stack(v) for k, v in seqs.items()}
+    out = torch.stack(spikes).to(inputs[0].dtype), {k: torch.stack(v) for k, v in seqs.items()}
+    return (*out, torch.stack(fires)) if return_fire else out

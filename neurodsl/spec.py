@@ -165,7 +165,8 @@ def _check_expr(rec: _Recorder, method: str, target: str, value):
         rec.add("ND104", method, target, f"'{target}' must be one scalar expression, got {type(value).__name__}")
         return None
     expr = sp.sympify(value)
-    if isinstance(expr, (sp.logic.boolalg.Boolean, sp.core.relational.Relational)) or not isinstance(expr, sp.Expr):
+    boolean = (sp.core.relational.Relational, sp.logic.boolalg.BooleanFunction, sp.logic.boolalg.BooleanAtom)
+    if isinstance(expr, boolean) or not isinstance(expr, sp.Expr):  # a bare Symbol is also a sympy Boolean
         rec.add("ND104", method, target, f"'{target}' is a condition ({user_text(expr)}); return a number-valued "
                                          "expression (fire: return v - v_th, not v >= v_th)")
         return None

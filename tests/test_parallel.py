@@ -110,7 +110,7 @@ def test_matmul_needs_uniform_A():
     layer = Z.LIFNoReset(tau=torch.full((5,), 2.0) + torch.rand(5), parallel="matmul")
     with pytest.raises(nd.InputError) as err:
         layer(torch.rand(4, 5))
-    assert err.value.code == "ND142"
+    assert err.value.code == "ND409"
     scan = Z.LIFNoReset(tau=layer.tau.clone(), parallel="scan")
     compare(scan, *require_safe_inputs(scan, 9, (5,)))
 

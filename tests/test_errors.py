@@ -1,0 +1,385 @@
+"""Every reachable code of ``neurodsl.errors.CATALOGUE`` is triggered and asserted by code."""
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import sympy as sp
+import torch
+
+import neurodsl as nd
+from kernels_gen import ops
+from kernels_gen.errors import CodegenError
+from kernels_gen.printers import TorchPrinter, TritonPrinter
+from neurodsl import zoo
+from neurodsl.errors import CATALOGUE
+
+COVERED: set[str] = set()  # codes some test below triggers (filled at import by @covers and SPEC_CASES)
+
+
+def covers(*codes):
+    """Mark a test as triggering ``codes`` (it asserts each of them with ``expect``)."""
+    def mark(fn):
+        COVERED.update(codes)
+        return fn
+    return mark
+
+
+def expect(exc_type, code, fn):
+    with pytest.raises(exc_type) as info:
+        fn()
+    err = info.value
+    codes = getattr(err, "codes", (err.code,))
+    assert code in codes, f"expected {code}, got {codes}"
+    assert err.code.startswith("ND")
+    return err
+
+
+def define(body: str, name="Bad"):
+    """Define a Neuron subclass from source; class definition is where spec errors must fire."""
+    scope = {"nd": nd, "math": math, "torch": torch, "sp": sp}
+    exec(textwrap.dedent(body).replace("class Bad", f"class {name}"), scope)  # noqa: S102
+    return scope[name]
+
+
+GOOD_FIRE_RESET = """
+    def fire(self):
+        return self.v - 1.0
+"""
+
+
+# -- ND1xx: spec errors, raised at class definition ---------------------------------------------
+SPEC_CASES = {
+    "ND101-unknown-self": ("ND101", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            tau = nd.Param(2.0)
+            def charge(self, x): return dict(v=self.v + x / self.tua)
+            def fire(self): return self.v - 1.0
+    """),
+    "ND101-unused-input": ("ND101", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            def charge(self, x, y): return dict(v=self.v + x)
+            def fire(self): return self.v - 1.0
+    """),
+    "ND101-spike-outside-reset": ("ND101", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            def charge(self, x): return dict(v=self.v + x)
+            def fire(self): return self.v - 1.0 + self.spike
+    """),
+    "ND102": ("ND102", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            def charge(self, x): return dict(v=self.v + x, w=x)
+            def fire(self): return self.v - 1.0
+    """),
+    "ND103-module-attr": ("ND103", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            forward = nd.Param(1.0)
+            def charge(self, x): return dict(v=self.v + x)
+            def fire(self): return self.v - 1.0
+    """),
+    "ND103-reserved": ("ND103", """
+        class Bad(nd.Neuron):
+            spec = nd.State(0.0)
+            def charge(self, x): return dict(spec=self.spec + x)
+            def fire(self): return self.spec - 1.0
+    """),
+    "ND104-fire-comparison": ("ND104", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            def charge(self, x): return dict(v=self.v + x)
+            def fire(self): return self.v >= 1.0
+    """),
+    "ND104-charge-not-dict": ("ND104", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            def charge(self, x): return (self.v + x,)
+            def fire(self): return self.v - 1.0
+    """),
+    "ND104-assigns-self": ("ND104", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            def charge(self, x):
+                self.v = self.v + x
+                return dict(v=self.v + x)
+            def fire(self): return self.v - 1.0
+    """),
+    "ND105-symbolic": ("ND105", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            def charge(self, x): return dict(v=self.v + x / 0)
+            def fire(self): return self.v - 1.0
+    """),
+    "ND105-python": ("ND105", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            def charge(self, x): return dict(v=self.v + x * (1 / 0))
+            def fire(self): return self.v - 1.0
+    """),
+    "ND106-math-exp": ("ND106", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            def charge(self, x): return dict(v=self.v + math.exp(x))
+            def fire(self): return self.v - 1.0
+    """),
+    "ND106-python-if": ("ND106", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            def charge(self, x):
+                if self.v > 0:
+                    return dict(v=x)
+                return dict(v=self.v + x)
+            def fire(self): return self.v - 1.0
+    """),
+    "ND106-unsupported-function": ("ND106", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            def charge(self, x): return dict(v=self.v + sp.cosh(x))
+            def fire(self): return self.v - 1.0
+    """),
+    "ND107": ("ND107", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            def charge(self, x): return dict(v=self.v + x + float("nan"))
+            def fire(self): return self.v - 1.0
+    """),
+    "ND108-unknown-param": ("ND108", """
+        class Bad(nd.Neuron):
+            v = nd.State("v_nope")
+            def charge(self, x): return dict(v=self.v + x)
+            def fire(self): return self.v - 1.0
+    """),
+    "ND108-not-a-number": ("ND108", """
+        class Bad(nd.Neuron):
+            v = nd.State(None)
+            def charge(self, x): return dict(v=self.v + x)
+            def fire(self): return self.v - 1.0
+    """),
+    "ND109-no-fire": ("ND109", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            def charge(self, x): return dict(v=self.v + x)
+    """),
+    "ND109-no-input": ("ND109", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            def charge(self): return dict(v=self.v + 1.0)
+            def fire(self): return self.v - 1.0
+    """),
+    "ND111-underscore": ("ND111", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            _tau = nd.Param(2.0)
+            def charge(self, x): return dict(v=self.v + x)
+            def fire(self): return self.v - 1.0
+    """),
+    "ND111-input": ("ND111", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            def charge(self, _x): return dict(v=self.v + _x)
+            def fire(self): return self.v - 1.0
+    """),
+    "ND112": ("ND112", """
+        class Bad(nd.Neuron):
+            tau = nd.Param(2.0)
+            def charge(self, x): return dict()
+            def fire(self): return self.tau - 1.0
+    """),
+}
+
+
+COVERED.update(code for code, _ in SPEC_CASES.values())
+
+
+@pytest.mark.parametrize("case", list(SPEC_CASES))
+def test_spec_errors_at_class_definition(case):
+    code, body = SPEC_CASES[case]
+    err = expect(nd.SpecError, code, lambda: define(body))
+    assert isinstance(err, nd.NeuroDSLError)
+    assert all(p.code in CATALOGUE for p in err.problems)
+    assert err.code == err.codes[0]
+
+
+def test_spec_error_collects_every_problem():
+    body = """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            def charge(self, x): return dict(v=self.v + x / self.tua, w=x)
+            def fire(self): return self.v >= 1.0
+    """
+    err = expect(nd.SpecError, "ND101", lambda: define(body))
+    assert {"ND101", "ND102", "ND104"} <= set(err.codes)
+    assert len(err.problems) == len(err.codes) >= 3
+
+
+def test_variant_specs_are_validated_at_definition():
+    """Every variant combination is captured when the class is defined, so a broken branch fails early."""
+    body = """
+        class Bad(nd.Neuron):
+            variants = {"mode": ("ok", "broken")}
+            v = nd.State(0.0)
+            def charge(self, x):
+                if self.mode == "broken":
+                    return dict(v=self.v + x * self.missing)
+                return dict(v=self.v + x)
+            def fire(self): return self.v - 1.0
+    """
+    expect(nd.SpecError, "ND101", lambda: define(body))
+
+
+@covers('ND110')
+def test_nd110_option_value():
+    expect(nd.SpecError, "ND110", lambda: zoo.LIF(reset_mode="medium"))
+    expect(nd.SpecError, "ND110", lambda: zoo.LIF.variant_spec(nope=1))
+    expect(nd.SpecError, "ND110", lambda: zoo.LIF.analysis(decay_input="yes"))
+
+
+@covers('ND109')
+def test_nd109_abstract_instantiation():
+    class Base(nd.Neuron):
+        v = nd.State(0.0)
+
+    expect(nd.SpecError, "ND109", lambda: Base())
+
+
+@covers('ND121', 'ND122', 'ND123', 'ND124', 'ND131', 'ND132')
+# -- instantiation ----------------------------------------------------------------------------------
+def test_instantiation_errors():
+    expect(nd.SpecError, "ND121", lambda: zoo.LIF(taux=3.0))
+    expect(nd.SpecError, "ND122", lambda: zoo.LIF(learnable=("tau", "nope")))
+    expect(nd.SpecError, "ND123", lambda: zoo.LIF(tau="2.0"))
+    expect(nd.SpecError, "ND123", lambda: zoo.LIF(tau=torch.tensor([2, 3])))
+    expect(nd.SpecError, "ND123", lambda: zoo.LIF(tau=True))
+    expect(nd.SpecError, "ND124", lambda: zoo.LIF(step_mode="x"))
+    expect(nd.SpecError, "ND124", lambda: zoo.LIF(backend="cuda"))
+    expect(nd.SpecError, "ND131", lambda: nd.surrogate.Custom(gradient=lambda u, a: a, learnable=True))
+    expect(nd.SpecError, "ND131",
+           lambda: zoo.LIF(smooth=True, surrogate=nd.surrogate.Custom(gradient=lambda u, a: a / (1 + u * u))))
+    expect(nd.SpecError, "ND132", lambda: zoo.LIF(surrogate="atan"))
+    expect(nd.SpecError, "ND132", lambda: nd.surrogate.Custom())
+    expect(nd.SpecError, "ND132", lambda: nd.surrogate.Custom(primitive=lambda u, a: u, gradient=lambda u, a: a))
+
+
+@covers("ND141", "ND409")
+def test_parallel_form_errors():
+    expect(nd.SpecError, "ND141", lambda: zoo.QIF(parallel="scan"))          # nonlinear charge
+    expect(nd.SpecError, "ND141", lambda: zoo.LIF(parallel="matmul", smooth=True))  # exact mode needs Θ
+    expect(nd.SpecError, "ND124", lambda: zoo.LIF(parallel="diagonal"))
+    layer = zoo.LIFNoReset(parallel="matmul", tau=torch.tensor([2.0, 3.0, 4.0]))
+    expect(nd.NeuroDSLError, "ND409", lambda: layer(torch.rand(4, 2, 3)))
+
+
+def test_matmul_error_has_the_catalogued_class():
+    """docs/errors.md: the hundreds digit tells the class (4xx InputError, raised at call time)."""
+    layer = zoo.LIFNoReset(parallel="matmul", tau=torch.tensor([2.0, 3.0, 4.0]))
+    expect(nd.InputError, "ND409", lambda: layer(torch.rand(4, 2, 3)))
+
+
+# -- ND2xx: code generation (printers directly) ---------------------------------------------------------
+X = sp.Symbol("x", real=True)
+
+
+@covers('ND201', 'ND202', 'ND203', 'ND204')
+@pytest.mark.parametrize("printer", [TritonPrinter, TorchPrinter], ids=lambda p: p.module)
+def test_codegen_errors(printer):
+    expect(CodegenError, "ND201", lambda: printer().doprint(X + sp.sqrt(-2)))
+    expect(CodegenError, "ND202", lambda: printer().doprint(X + sp.oo))
+    expect(CodegenError, "ND202", lambda: printer().doprint(X * sp.Float("inf")))
+    expect(CodegenError, "ND203", lambda: printer().doprint(sp.cosh(X)))
+    expect(CodegenError, "ND204", lambda: printer().doprint(sp.Piecewise((X, X > 0))))
+    assert issubclass(CodegenError, nd.NeuroDSLError) and nd.CodegenError is CodegenError
+
+
+@covers('ND301')
+# -- ND3xx: backends ------------------------------------------------------------------------------------
+def test_nd301_triton_missing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "triton", None)  # `import triton` now raises ImportError
+    expect(nd.BackendError, "ND301", ops._require_triton)
+
+
+def test_nd302_in_process(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    layer = zoo.LIF(backend="triton")
+    expect(nd.BackendError, "ND302", lambda: layer(torch.rand(2, 3)))
+
+
+@covers('ND302')
+def test_nd302_subprocess_without_interpreter():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    code = textwrap.dedent("""
+        import torch, neurodsl as nd
+        try:
+            nd.zoo.LIF(backend="triton")(torch.rand(2, 3))
+        except nd.BackendError as err:
+            print("CODE", err.code)
+        else:
+            print("CODE none")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "CODE ND302" in out.stdout
+
+
+@covers('ND303')
+def test_nd303_other_device():
+    expect(nd.BackendError, "ND303", lambda: ops.check_backend("triton", torch.device("meta")))
+    layer = zoo.LIF(backend="triton").to("meta")
+    expect(nd.BackendError, "ND303", lambda: layer(torch.rand(2, 3, device="meta")))
+
+
+# -- ND4xx: inputs ----------------------------------------------------------------------------------------
+class TwoIn(nd.Neuron):
+    v = nd.State(0.0)
+
+    def charge(self, a, b):
+        return dict(v=self.v + a - b)
+
+    def fire(self):
+        return self.v - 1.0
+
+
+@covers('ND401', 'ND402', 'ND403', 'ND404', 'ND405', 'ND406', 'ND407', 'ND408')
+def test_input_errors():
+    lif = zoo.LIF()
+    expect(nd.InputError, "ND401", lambda: lif(torch.tensor(1.0)))
+    expect(nd.InputError, "ND402", lambda: lif(torch.rand(2, 3), torch.rand(2, 3)))
+    expect(nd.InputError, "ND402", lambda: TwoIn()(torch.rand(2, 3)))
+    expect(nd.InputError, "ND403", lambda: TwoIn()(torch.rand(2, 3), torch.rand(2, 4)))
+    expect(nd.InputError, "ND403", lambda: TwoIn()(torch.rand(2, 3), torch.rand(2, 3).double()))
+    expect(nd.InputError, "ND404", lambda: lif(torch.rand(0, 3)))
+    expect(nd.InputError, "ND405", lambda: lif(torch.ones(2, 3, dtype=torch.int64)))
+    expect(nd.InputError, "ND405", lambda: lif([[1.0, 2.0]]))
+    expect(nd.InputError, "ND406", lambda: zoo.LIF()(torch.rand(2, 3, device="meta")))
+    expect(nd.InputError, "ND407", lambda: zoo.LIF(tau=torch.full((4,), 2.0))(torch.rand(2, 3, 5)))
+    expect(nd.InputError, "ND407", lambda: zoo.LIF(tau=torch.full((3, 1), 2.0))(torch.rand(2, 4, 3)))
+    carried = zoo.LIF()
+    carried(torch.rand(2, 3, 4))
+    expect(nd.InputError, "ND408", lambda: carried(torch.rand(2, 5, 4)))
+
+
+def test_nd408_is_not_raised_when_state_is_given():
+    layer = zoo.LIF()
+    layer(torch.rand(2, 3, 4))
+    out = layer(torch.rand(2, 5, 4), state={"v": torch.zeros(5, 4)})
+    assert out.shape == (2, 5, 4)
+
+
+# -- catalogue bookkeeping ------------------------------------------------------------------------------
+def test_every_catalogue_code_is_covered():
+    missing = set(CATALOGUE) - COVERED
+    assert not missing, f"codes no test triggers: {sorted(missing)}"
+    assert COVERED <= set(CATALOGUE)
+
+
+def test_error_hierarchy_and_codes():
+    assert all(code.startswith("ND") and len(code) == 5 for code in CATALOGUE)
+    for cls in (nd.SpecError, nd.InputError, nd.BackendError, nd.CodegenError):
+        assert issubclass(cls, nd.NeuroDSLError)
+    err = nd.InputError("ND404", "x")
+    assert err.code == "ND404" and str(err).startswith("[ND404]")
