@@ -151,6 +151,7 @@ class Neuron(nn.Module):
             raise SpecError([Problem("ND124", cls.__name__, "__init__", "", f"step_mode={step_mode!r}, "
                                      f"backend={backend!r}")])
         _check_parallel(cls.__name__, self.spec, parallel, smooth)
+        self._verdict = classify_as_written(self.spec)
         self.parallel, self.max_iterations, self.last_form = parallel, max_iterations, {}
         self.surrogate, self.detach_reset, self.step_mode = surrogate, detach_reset, step_mode
         self.backend, self.store_state_seqs, self.smooth = backend, store_state_seqs, smooth
@@ -272,7 +273,7 @@ class Neuron(nn.Module):
         """
         if self.parallel != "auto":
             return self.parallel
-        verdict = classify_as_written(self.spec)
+        verdict = self._verdict
         if verdict.spike_driven or not verdict.exact or T < AUTO_MIN_T:
             return "sequential"
         return "auto"
@@ -285,7 +286,7 @@ class Neuron(nn.Module):
         cdt = torch.float64 if xs[0].dtype == torch.float64 else torch.float32
         cx, cinit, cparams = ([t.to(cdt) for t in group] for group in (xs, init, params))
         solver = compile_parallel(self.spec, options)
-        if not classify_as_written(self.spec).spike_driven:
+        if not self._verdict.spike_driven:
             try:
                 spikes, seqs, used = solver.solve(form, cx, cinit, cparams, MATMUL_MAX_T)
             except ValueError as err:

@@ -56,9 +56,12 @@ class Surrogate:
         return sp.diff(self.primitive(u, alpha), alpha)
 
     def canonical(self) -> str:
-        u, a = sp.Symbol("u", real=True), sp.Symbol("alpha", real=True)
-        form = self.primitive(u, a) if self.has_primitive else self.gradient(u, a)
-        return f"{type(self).__name__}:{self.has_primitive}:{sp.srepr(sp.sympify(form))}"
+        """Text identifying the surrogate's formula (not alpha's value); computed once."""
+        if "_canonical" not in self.__dict__:
+            u, a = sp.Symbol("u", real=True), sp.Symbol("alpha", real=True)
+            form = self.primitive(u, a) if self.has_primitive else self.gradient(u, a)
+            self._canonical = f"{type(self).__name__}:{self.has_primitive}:{sp.srepr(sp.sympify(form))}"
+        return self._canonical
 
     def __repr__(self):
         extra = ", learnable=True" if self.learnable else ""

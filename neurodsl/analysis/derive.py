@@ -42,12 +42,17 @@ class KernelOptions:
     compute_dtype: str = "float32"
     smooth: bool = False                    # test mode: spike = surrogate primitive instead of Θ
 
+    def __post_init__(self):  # computed once: the key is looked up on every layer call
+        object.__setattr__(self, "_canonical", (
+            f"{self.surrogate.canonical()}|detach={self.detach_reset}|vec={self.vector_params}|"
+            f"learn={sorted(self.learnable)}|{self.compute_dtype}|smooth={self.smooth}"))
+        object.__setattr__(self, "_hash", hash(self._canonical))
+
     def canonical(self) -> str:
-        return (f"{self.surrogate.canonical()}|detach={self.detach_reset}|vec={self.vector_params}|"
-                f"learn={sorted(self.learnable)}|{self.compute_dtype}|smooth={self.smooth}")
+        return self._canonical
 
     def __hash__(self):
-        return hash(self.canonical())
+        return self._hash
 
     def __eq__(self, other):
         return isinstance(other, KernelOptions) and self.canonical() == other.canonical()
