@@ -177,25 +177,24 @@ def check_against_reference(layer, T: int, n: int, seed: int, tol: float = 1e-4,
     return True
 
 
-def campaign(examples: int = 200, seed: int | None = None) -> int:
+def campaign(examples: int = 200) -> tuple[int, int]:
     """Fuzz ``examples`` random valid neurons against the reference loop (torch backend).
 
-    Forward and backward (:func:`check_against_reference`). Returns the number of specs tried;
-    raises on the first mismatch (hypothesis shrinks it).
+    Forward and backward (:func:`check_against_reference`). Returns (specs tried, specs compared:
+    draws with a near-threshold fire value are skipped); raises on the first mismatch.
     """
     from hypothesis import HealthCheck, given, settings
 
     tried = []
 
-    @settings(max_examples=examples, deadline=None, database=None, derandomize=seed is None,
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=False,
               suppress_health_check=list(HealthCheck))
     @given(neurons(), st.integers(1, 6), st.integers(1, 17), st.integers(0, 2 ** 16))
     def run(cls, T, n, data_seed):
-        check_against_reference(cls(learnable=("k", "g", "v_th")), T, n, data_seed)
-        tried.append(cls)
+        tried.append(check_against_reference(cls(learnable=("k", "g", "v_th")), T, n, data_seed))
 
     run()
-    return len(tried)
+    return len(tried), sum(tried)
 
 
 if __name__ == "__main__":  # pragma: no cover - the long campaign command
@@ -203,4 +202,6 @@ if __name__ == "__main__":  # pragma: no cover - the long campaign command
     parser = argparse.ArgumentParser(description="neurodsl spec fuzzing campaign (torch backend)")
     parser.add_argument("--examples", type=int, default=500)
     args = parser.parse_args()
-    print(f"fuzzed specs: {campaign(args.examples)} tried, all matched the reference loop")
+    tried, compared = campaign(args.examples)
+    print(f"fuzzed specs: {tried} tried, {compared} compared forward and backward (the rest had a fire value "
+          f"within 1e-3 of the threshold), all matched the reference loop")
