@@ -21,7 +21,7 @@ def markdown_files(args):
 
 
 def main(args) -> int:
-    failures = 0
+    failures = passed = 0
     for path in markdown_files(args):
         blocks = BLOCK.findall(path.read_text())
         if not blocks:
@@ -31,12 +31,13 @@ def main(args) -> int:
         for i, code in enumerate(blocks):
             try:
                 exec(compile(code, f"{path}[block {i + 1}]", "exec"), namespace)
+                passed += 1
             except Exception as err:  # report every failing block, then fail
                 failures += 1
                 print(f"FAILED {path} block {i + 1}: {type(err).__name__}: {err}")
                 break
         print(f"{path}: {len(blocks)} python blocks ran ({time.perf_counter() - t0:.1f}s)")
-    print(f"doc snippets: {failures} failed")
+    print(f"snippets: {passed} passed, {failures} failed")
     return 1 if failures else 0
 
 
