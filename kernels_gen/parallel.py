@@ -38,8 +38,8 @@ def is_uniform(values) -> bool:
     return all(not isinstance(v, torch.Tensor) or v.numel() == 1 for v in values)
 
 
-def scan(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
-    """V_t = A_t V_{t-1} + b_t for A [T, N, k, k], b [T, N, k], v0 [N, k]; returns V [T, N, k]."""
+def _doubling_scan(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
+    """V_t = A_t V_{t-1} + b_t by log2(T) Hillis–Steele passes (no autograd bookkeeping)."""
     T, k = b.shape[0], b.shape[-1]
     if k == 1:
         a, c = A[..., 0, 0], b[..., 0]
@@ -55,6 +55,38 @@ def scan(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
         A = torch.cat([A[:shift], torch.einsum("tnij,tnjk->tnik", A[shift:], A[:-shift])])
         shift *= 2
     return torch.einsum("tnij,nj->tni", A, v0) + b
+
+
+class _Scan(torch.autograd.Function):
+    """Forward: the doubling scan. Backward: the reverse recurrence λ_t = g_t + A_{t+1}^T λ_{t+1}, itself a
+    scan over flipped time, so memory stays O(T·N·k) instead of one copy per doubling pass."""
+
+    @staticmethod
+    def forward(ctx, A, b, v0):
+        V = _doubling_scan(A, b, v0)
+        ctx.save_for_backward(A, V, v0)
+        return V
+
+    @staticmethod
+    def backward(ctx, grad_V):
+        A, V, v0 = ctx.saved_tensors
+        At = A.transpose(-1, -2)
+        # reversed time u = T-1-t: λ'_u = A_{t+1}^T λ'_{u-1} + g'_u; the u = 0 coefficient meets λ = 0
+        coeff = torch.cat([At[:1], At[1:].flip(0)])
+        lam = _doubling_scan(coeff, grad_V.flip(0).contiguous(), torch.zeros_like(v0)).flip(0)
+        prev = torch.cat([v0[None], V[:-1]])
+        grad_A = lam[..., :, None] * prev[..., None, :] if ctx.needs_input_grad[0] else None
+        grad_v0 = torch.einsum("nji,nj->ni", A[0], lam[0]) if ctx.needs_input_grad[2] else None
+        return grad_A, lam, grad_v0
+
+
+def scan(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
+    """V_t = A_t V_{t-1} + b_t for A [T, N, k, k], b [T, N, k], v0 [N, k]; returns V [T, N, k].
+
+    Differentiable; backward is the reverse recurrence (see :class:`_Scan`).
+    """
+    A = A.expand(b.shape[0], b.shape[1], b.shape[2], b.shape[2])
+    return _Scan.apply(A, b, v0)
 
 
 def matmul(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
