@@ -35,7 +35,9 @@ ALIF = dict(tau=2.0, tau_a=20.0, beta=1.8, v_th=1.0)
 KINDS = ("lif", "plif", "paper000", "alif", "izhikevich")
 
 
-def neurodsl_layer(kind: str, backend: str) -> nd.Neuron:
+def neurodsl_layer(kind: str, backend: str, parallel: str = "sequential") -> nd.Neuron:
+    if kind == "lif_noreset":  # the parallel-forms scenario: learnable tau so gradients reach the GEMM weight
+        return nd.zoo.LIFNoReset(backend=backend, parallel=parallel, learnable=("tau",))
     if kind == "lif":
         return nd.zoo.LIF(backend=backend, tau=2.0, v_th=1.0, v_reset=0.0, decay_input=True, reset_mode="hard")
     if kind == "plif":

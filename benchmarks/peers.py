@@ -39,14 +39,14 @@ def build(impl: str, kind: str, device: torch.device, dtype: torch.dtype) -> Run
     return _BUILDERS[impl](kind, device, dtype)
 
 
-def _neurodsl(backend: str, kind, device, dtype):
+def _neurodsl(backend: str, kind, device, dtype, parallel: str = "sequential"):
     from kernels_gen.ops import check_backend
     from neurodsl.errors import BackendError
     try:
         check_backend(backend, device)
     except BackendError as err:
         raise Skip(str(err)) from err
-    layer = neurons.neurodsl_layer(kind, backend).to(device)
+    layer = neurons.neurodsl_layer(kind, backend, parallel).to(device)
     note = "Triton interpreter (CPU)" if backend == "triton" and device.type == "cpu" else ""
     return Runner(layer, layer.reset_state, note, [layer])
 
@@ -172,6 +172,10 @@ def _torch_compile_loop(kind, device, dtype):
 
 _BUILDERS = {
     "neurodsl-torch": functools.partial(_neurodsl, "torch"),
+    "neurodsl-scan": functools.partial(_neurodsl, "torch", parallel="scan"),
+    "neurodsl-matmul": functools.partial(_neurodsl, "torch", parallel="matmul"),
+    "neurodsl-triton-scan": functools.partial(_neurodsl, "triton", parallel="scan"),
+    "neurodsl-triton-matmul": functools.partial(_neurodsl, "triton", parallel="matmul"),
     "neurodsl-triton": functools.partial(_neurodsl, "triton"),
     "spikingjelly": _spikingjelly,
     "sj-flexsn": _flexsn,
