@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-CODEGEN_VERSION = "4"
+CODEGEN_VERSION = "5"
 
 
 def prev_name(state: str) -> str:

@@ -45,7 +45,7 @@ def fold_constants(expr: sp.Expr) -> sp.Expr:
     replacements = {}
     for sub in sp.preorder_traversal(expr):
         if getattr(sub, "is_number", False) and not sub.is_Number and not isinstance(sub, sp.logic.boolalg.BooleanAtom):
-            value = sub.evalf()
+            value = sub.evalf(20)
             if not value.is_Number:
                 raise CodegenError("ND201", f"constant {sub} is not a real number")
             replacements[sub] = sp.Float(value)

@@ -33,3 +33,20 @@ def test_every_defect_kind(name):
     with pytest.raises(nd.SpecError) as err:
         type(f"Bad_{name}", (nd.Neuron,), make())
     assert err.value.code == code and err.value.problems[0].method == method
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_constant_subexpressions_are_folded_before_cse(backend):
+    """Found by the 2000-spec campaign: a CSE temporary holding only a constant (exp(-1.5)) became a
+    Python float in generated torch code, and torch.maximum(float, tensor) failed in backward."""
+    class Const(nd.Neuron):
+        v = nd.State(0.0)
+        k = nd.Param(0.5)
+
+        def charge(self, x):
+            return dict(v=self.k * self.v + nd.tanh(nd.maximum(nd.exp(-1.5) * 2.0, self.v)) + x)
+
+        def fire(self):
+            return self.v - 1.0 + 0.3 * nd.tanh(nd.maximum(nd.exp(-1.5) * self.v, nd.exp(-1.5)))
+
+    assert check_against_reference(Const(learnable=("k",), backend=backend), 5, 7, 3)

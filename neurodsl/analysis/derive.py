@@ -26,6 +26,8 @@ import sympy as sp
 from kernels_gen.plan import (CODEGEN_VERSION, FIRE, SPIKE, Assign, KernelPlan, ParamPlan, charged_name, grad_name,
                               input_name, new_name, param_name, prev_name, sym)
 
+from kernels_gen.printers import fold_constants
+
 from ..spec import NeuronSpec
 
 ALPHA = "_alpha"  # the surrogate's alpha, passed to kernels as one more scalar parameter
@@ -75,8 +77,10 @@ def plan_key(spec: NeuronSpec, options: KernelOptions) -> str:
 
 
 def _cse(targets: list[sp.Symbol], exprs: list[sp.Expr], prefix: str) -> list[Assign]:
+    """Common-subexpression elimination; constants are folded first so no temporary is a bare number."""
     names = sp.numbered_symbols(prefix, real=True)
-    temps, reduced = sp.cse(exprs, symbols=names, optimizations="basic", order="none")
+    temps, reduced = sp.cse([fold_constants(sp.sympify(e)) for e in exprs], symbols=names,
+                            optimizations="basic", order="none")
     return [Assign(t, e) for t, e in temps] + [Assign(t, e) for t, e in zip(targets, reduced)]
 
 
@@ -100,7 +104,8 @@ def _fire_and_reset(spec: NeuronSpec, options: KernelOptions, alpha, prefix: str
 def forward_program(spec: NeuronSpec, options: KernelOptions) -> list[Assign]:
     alpha = sym(param_name(ALPHA))
     charge = _cse([t for t, _ in spec.charge], [e for _, e in spec.charge], "c")
-    return charge + _fire_and_reset(spec, options, alpha, "r")
+    outputs = {t for t, _ in spec.charge} | {sym(SPIKE)} | {sym(new_name(s)) for s in spec.states}
+    return propagate_constants(charge + _fire_and_reset(spec, options, alpha, "r"), outputs)
 
 
 def backward_program(spec: NeuronSpec, options: KernelOptions) -> list[Assign]:
@@ -138,7 +143,21 @@ def backward_program(spec: NeuronSpec, options: KernelOptions) -> list[Assign]:
     if ALPHA in options.learnable:
         targets.append(sym(grad_name(param_name(ALPHA))))
         exprs.append(g_s * options.surrogate.alpha_derivative(fire, alpha))
-    return prune(program + _cse(targets, [sp.sympify(e) for e in exprs], "b"), set(targets))
+    outputs = set(targets)
+    return prune(propagate_constants(program + _cse(targets, [sp.sympify(e) for e in exprs], "b"), outputs), outputs)
+
+
+def propagate_constants(program: list[Assign], outputs: set[sp.Symbol]) -> list[Assign]:
+    """Substitute assignments whose value is a number into later ones (generated code then never holds
+    a Python float where a tensor is expected); outputs keep their assignment."""
+    known, out = {}, []
+    for a in program:
+        expr = fold_constants(a.expr.xreplace(known)) if known else fold_constants(a.expr)
+        if expr.is_Number and a.target not in outputs:
+            known[a.target] = expr
+            continue
+        out.append(Assign(a.target, expr))
+    return out
 
 
 def prune(program: list[Assign], outputs: set[sp.Symbol]) -> list[Assign]:
@@ -173,9 +192,10 @@ def derive_plan(spec: NeuronSpec, options: KernelOptions) -> KernelPlan:
     backward = backward_program(spec, options)
     used = _free(backward)
     prev_states = tuple(s for s in spec.states if prev[s] in used)
-    recompute = prune(_fire_and_reset(spec, options, sym(param_name(ALPHA)), "q",
-                                      targets=[prev[s] for s in prev_states], states=prev_states),
-                      {prev[s] for s in prev_states}) if prev_states else []
+    targets = [prev[s] for s in prev_states]
+    recompute = prune(propagate_constants(_fire_and_reset(spec, options, sym(param_name(ALPHA)), "q",
+                                                          targets=targets, states=prev_states), set(targets)),
+                      set(targets)) if prev_states else []
     used |= _free(recompute)
     saved = tuple(s for s in spec.states if charged[s] in used)
     needed_inputs = tuple(i for i in spec.inputs if inputs[i] in used)
