@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Callable
 
+import hashlib
+
 import torch
 
 from . import cache, render
-from .plan import ParallelPlan
+from .plan import CODEGEN_VERSION, ParallelPlan
 
 
 def _field(values, T: int, n: int, k: int, like: torch.Tensor, rows: int) -> torch.Tensor:
@@ -57,14 +59,35 @@ def _doubling_scan(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor) -> torch.
     return torch.einsum("tnij,nj->tni", A, v0) + b
 
 
+def _scan_module(k: int):
+    key = hashlib.sha256(f"scan|{k}|{CODEGEN_VERSION}|{render._versions()}".encode()).hexdigest()[:20]
+    return cache.load_module(f"scan{k}", key, "triton", lambda: render.render_scan(k, key))
+
+
+def _triton_scan(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
+    """The same recurrence with the generated Triton kernel (tl.associative_scan over chunks, carry between)."""
+    T, n, k = b.shape
+    out = torch.empty_like(b)
+    on_cpu = b.device.type == "cpu"  # the interpreter: few, large programs
+    block = min(4096 if on_cpu else 128, max(16, 1 << (n - 1).bit_length()))
+    chunk = min(64 if on_cpu else 32, max(16, 1 << (T - 1).bit_length()))
+    _scan_module(k).scan_kernel[(-(-n // block),)](A.contiguous(), b.contiguous(), v0.contiguous(), out, T, n,
+                                                    CHUNK=chunk, BLOCK=block)
+    return out
+
+
+_SCANS = {"torch": _doubling_scan, "triton": _triton_scan}
+
+
 class _Scan(torch.autograd.Function):
-    """Forward: the doubling scan. Backward: the reverse recurrence λ_t = g_t + A_{t+1}^T λ_{t+1}, itself a
-    scan over flipped time, so memory stays O(T·N·k) instead of one copy per doubling pass."""
+    """Forward: a scan (doubling in torch, or the Triton kernel). Backward: the reverse recurrence
+    λ_t = g_t + A_{t+1}^T λ_{t+1}, the same scan over flipped time, so memory stays O(T·N·k)."""
 
     @staticmethod
-    def forward(ctx, A, b, v0):
-        V = _doubling_scan(A, b, v0)
+    def forward(ctx, A, b, v0, backend):
+        V = _SCANS[backend](A, b, v0)
         ctx.save_for_backward(A, V, v0)
+        ctx.backend = backend
         return V
 
     @staticmethod
@@ -73,20 +96,21 @@ class _Scan(torch.autograd.Function):
         At = A.transpose(-1, -2)
         # reversed time u = T-1-t: λ'_u = A_{t+1}^T λ'_{u-1} + g'_u; the u = 0 coefficient meets λ = 0
         coeff = torch.cat([At[:1], At[1:].flip(0)])
-        lam = _doubling_scan(coeff, grad_V.flip(0).contiguous(), torch.zeros_like(v0)).flip(0)
+        lam = _SCANS[ctx.backend](coeff, grad_V.flip(0).contiguous(), torch.zeros_like(v0)).flip(0)
         prev = torch.cat([v0[None], V[:-1]])
         grad_A = lam[..., :, None] * prev[..., None, :] if ctx.needs_input_grad[0] else None
         grad_v0 = torch.einsum("nji,nj->ni", A[0], lam[0]) if ctx.needs_input_grad[2] else None
-        return grad_A, lam, grad_v0
+        return grad_A, lam, grad_v0, None
 
 
-def scan(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
+def scan(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor, backend: str = "torch") -> torch.Tensor:
     """V_t = A_t V_{t-1} + b_t for A [T, N, k, k], b [T, N, k], v0 [N, k]; returns V [T, N, k].
 
+    ``backend``: 'torch' (log-depth doubling) or 'triton' (generated tl.associative_scan kernel).
     Differentiable; backward is the reverse recurrence (see :class:`_Scan`).
     """
     A = A.expand(b.shape[0], b.shape[1], b.shape[2], b.shape[2])
-    return _Scan.apply(A, b, v0)
+    return _Scan.apply(A, b, v0, backend)
 
 
 def matmul(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
@@ -146,7 +170,7 @@ class CompiledParallel:
         a_raw, b_raw = mod.coefficients(*inputs, *params)
         return a_raw, _field(a_raw, T, n, mod.K, like, mod.K), _field(b_raw, T, n, mod.K, like, 0)
 
-    def solve(self, form: str, inputs, init, params, matmul_max_t: int = 1024):
+    def solve(self, form: str, inputs, init, params, matmul_max_t: int = 1024, backend: str = "torch"):
         """Reset-free neuron: (spikes [T, N], state sequences [T, N] each, form used); differentiable.
 
         ``form``: 'scan', 'matmul' (needs one A for all t and neurons: ValueError otherwise) or 'auto'
@@ -160,12 +184,12 @@ class CompiledParallel:
         if form == "matmul" and not uniform:
             raise ValueError("the matmul form needs one A for every time step and neuron")
         v0 = torch.stack(list(init), dim=-1)
-        V = matmul(A[0, 0], b, v0) if form == "matmul" else scan(A, b, v0)
+        V = matmul(A[0, 0], b, v0) if form == "matmul" else scan(A, b, v0, backend)
         states = [V[..., i] for i in range(mod.K)]
         spikes = ParallelSpike.apply(mod.fire(*states, *params), params[-1], mod.spike, params)
         return spikes, states, form
 
-    def solve_exact(self, form: str, inputs, init, params, max_iterations: int):
+    def solve_exact(self, form: str, inputs, init, params, max_iterations: int, backend: str = "torch"):
         """Neuron with reset: the causal fixed point s = Θ(F(H(s))) without gradients.
 
         Returns (spikes, charged H [T, N] per state, states V [T, N] per state, passes), or None when
@@ -181,7 +205,7 @@ class CompiledParallel:
                 g_raw, c_raw = mod.reset_coefficients(spikes, *params)
                 G = _field(g_raw, T, n, mod.K, spikes, mod.K)
                 c = _field(c_raw, T, n, mod.K, spikes, 0)
-                V = scan(G @ A, torch.einsum("tnij,tnj->tni", G, b) + c, v0)
+                V = _SCANS[backend](G @ A, torch.einsum("tnij,tnj->tni", G, b) + c, v0)
                 prev = torch.cat([v0[None], V[:-1]])
                 H = torch.einsum("tnij,tnj->tni", A, prev) + b
                 fire = mod.fire(*[H[..., i] for i in range(mod.K)], *params)

@@ -140,3 +140,26 @@ def render_parallel(plan: ParallelPlan, key: str) -> str:
         spike_args=["fire"] + params, spike_body=print_program(plan.spike, printer),
     )
     return _environment().get_template("parallel_torch.py.j2").render(**context)
+
+
+def render_scan(k: int, key: str) -> str:
+    """The Triton scan kernel for ``k`` coupled states (combine function unrolled for k×k matrices)."""
+    idx = [(i, j) for i in range(k) for j in range(k)]
+    first = [f"a1_{i}{j}" for i, j in idx] + [f"b1_{i}" for i in range(k)]
+    second = [f"a2_{i}{j}" for i, j in idx] + [f"b2_{i}" for i in range(k)]
+    body = [f"a_{i}{j} = " + " + ".join(f"a2_{i}{m} * a1_{m}{j}" for m in range(k)) for i, j in idx]
+    body += [f"b_{i} = " + " + ".join(f"a2_{i}{m} * b1_{m}" for m in range(k)) + f" + b2_{i}" for i in range(k)]
+    returns = [f"a_{i}{j}" for i, j in idx] + [f"b_{i}" for i in range(k)]
+    loads = [f"a_{i}{j} = tl.load(a_ptr + cell * {k * k} + {i * k + j}, mask=m, other={1.0 if i == j else 0.0})"
+             for i, j in idx]
+    loads += [f"b_{i} = tl.load(b_ptr + cell * {k} + {i}, mask=m, other=0.0)" for i in range(k)]
+    scanned = [f"s{name}" for name in returns]
+    outputs = []
+    for i in range(k):
+        terms = " + ".join(f"sa_{i}{j} * carry_{j}[None, :]" for j in range(k))
+        outputs.append(f"v_{i} = {terms} + sb_{i}")
+        outputs.append(f"tl.store(out_ptr + cell * {k} + {i}, v_{i}, mask=m)")
+    context = dict(meta=repr({"k": k}), name=f"scan{k}", key=key, fingerprint=key, codegen_version=CODEGEN_VERSION,
+                   backend="triton-scan", **_versions(), k=k, combine_args=first + second, combine_body=body,
+                   combine_returns=returns, loads=loads, scanned=scanned, elements=returns, outputs=outputs)
+    return _environment().get_template("scan_triton.py.j2").render(**context)

@@ -288,14 +288,14 @@ class Neuron(nn.Module):
         solver = compile_parallel(self.spec, options)
         if not self._verdict.spike_driven:
             try:
-                spikes, seqs, used = solver.solve(form, cx, cinit, cparams, MATMUL_MAX_T)
+                spikes, seqs, used = solver.solve(form, cx, cinit, cparams, MATMUL_MAX_T, backend)
             except ValueError as err:
                 raise InputError("ND409", f"{type(self).__name__}: parallel='matmul': {err}; a parameter in A is "
                                           "per-neuron, use parallel='scan'") from err
             self.last_form = {"form": used}
             states = seqs if self.store_state_seqs else [v[-1] for v in seqs]
             return spikes.to(xs[0].dtype), tuple(states)
-        found = solver.solve_exact(form, cx, cinit, cparams, self.max_iterations or T + 1)
+        found = solver.solve_exact(form, cx, cinit, cparams, self.max_iterations or T + 1, backend)
         if found is None:
             warnings.warn(f"{type(self).__name__}: exact parallel mode did not converge in {self.max_iterations} "
                           "passes; running the sequential kernel", RuntimeWarning, stacklevel=3)

@@ -238,3 +238,32 @@ def test_psu_family_matrices_and_outputs():
     xg = x.clone().requires_grad_()
     rpsu(xg).sum().backward()
     assert rpsu.weight.grad is not None and torch.isfinite(xg.grad).all()
+
+
+# -- the Triton scan kernel -------------------------------------------------------------------------
+@pytest.mark.parametrize("k", [1, 2, 3])
+@pytest.mark.parametrize("T", [1, 5, 64, 130])  # 130 crosses two chunk boundaries (CHUNK = 64 on CPU)
+def test_triton_scan_kernel_equals_doubling_scan(k, T):
+    from kernels_gen.parallel import _doubling_scan, scan
+    gen = torch.Generator().manual_seed(k * 1000 + T)
+    A = torch.rand(T, 19, k, k, generator=gen, dtype=torch.float64) * 0.9 / k
+    b = torch.randn(T, 19, k, generator=gen, dtype=torch.float64)
+    v0 = torch.randn(19, k, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(scan(A, b, v0, "triton"), _doubling_scan(A, b, v0), rtol=1e-12, atol=1e-12)
+
+
+def test_triton_scan_gradcheck():
+    from kernels_gen.parallel import scan
+    gen = torch.Generator().manual_seed(0)
+    A = (torch.rand(3, 2, 2, 2, generator=gen, dtype=torch.float64) * 0.4).requires_grad_()  # 40 inputs:
+    b = torch.randn(3, 2, 2, generator=gen, dtype=torch.float64).requires_grad_()           # each is two
+    v0 = torch.randn(2, 2, generator=gen, dtype=torch.float64).requires_grad_()             # interpreter runs
+    assert torch.autograd.gradcheck(lambda A, b, v0: scan(A, b, v0, "triton"), (A, b, v0))
+
+
+@pytest.mark.parametrize("cls, learn", [(Z.LIFNoReset, ("tau", "v_th")), (Z.CubaLIF.without_reset(), ("c_decay",)),
+                                        (Z.ALIF.without_reset(), ("tau", "beta"))], ids=lambda c: getattr(c, "__name__", ""))
+def test_triton_backend_scan_form_matches_reference(cls, learn):
+    layer = cls(backend="triton", parallel="scan", learnable=learn)
+    compare(layer, *require_safe_inputs(layer, 70, (2, 5), scale=0.6, offset=0.4))
+    assert layer.last_form == {"form": "scan"}
