@@ -164,24 +164,25 @@ class CompiledParallel:
         self.module()
         return cache.cached_source(self.name, self.key, "parallel")
 
+    def uniform(self, vector_params: dict[str, bool]) -> bool:
+        """One A for every step and neuron: time-invariant, and every parameter in A is a scalar."""
+        mod = self.module()
+        return mod.TIME_INVARIANT and not any(vector_params.get(p, False) for p in mod.A_PARAMS)
+
     def _coefficients(self, inputs, params, like):
         mod = self.module()
         T, n = inputs[0].shape
         a_raw, b_raw = mod.coefficients(*inputs, *params)
         return a_raw, _field(a_raw, T, n, mod.K, like, mod.K), _field(b_raw, T, n, mod.K, like, 0)
 
-    def solve(self, form: str, inputs, init, params, matmul_max_t: int = 1024, backend: str = "torch"):
+    def solve(self, form: str, inputs, init, params, backend: str = "torch"):
         """Reset-free neuron: (spikes [T, N], state sequences [T, N] each, form used); differentiable.
 
-        ``form``: 'scan', 'matmul' (needs one A for all t and neurons: ValueError otherwise) or 'auto'
-        (matmul when A is uniform and T <= ``matmul_max_t``, else scan).
+        ``form``: 'scan' or 'matmul' (needs one A for all t and neurons: ValueError otherwise).
         """
         mod = self.module()
         a_raw, A, b = self._coefficients(inputs, params, inputs[0])
-        uniform = is_uniform(a_raw)
-        if form == "auto":
-            form = "matmul" if uniform and inputs[0].shape[0] <= matmul_max_t else "scan"
-        if form == "matmul" and not uniform:
+        if form == "matmul" and not is_uniform(a_raw):
             raise ValueError("the matmul form needs one A for every time step and neuron")
         v0 = torch.stack(list(init), dim=-1)
         V = matmul(A[0, 0], b, v0) if form == "matmul" else scan(A, b, v0, backend)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-CODEGEN_VERSION = "5"
+CODEGEN_VERSION = "6"
 
 
 def prev_name(state: str) -> str:
@@ -142,10 +142,11 @@ class ParallelPlan:
     fire: tuple[Assign, ...]
     spike: tuple[Assign, ...]
     time_invariant: bool
+    a_params: tuple[str, ...] = ()   # parameters that appear in A (matmul needs them scalar)
 
     def fingerprint(self) -> str:
         parts = [CODEGEN_VERSION, "parallel", self.name, repr(self.states), repr(self.inputs), repr(self.params),
-                 repr(self.time_invariant)]
+                 repr(self.time_invariant), repr(self.a_params)]
         for program in (self.coefficients, self.reset, self.fire, self.spike):
             parts += [f"{a.target.name}={sp.srepr(a.expr)}" for a in program]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]

@@ -129,7 +129,7 @@ def render_parallel(plan: ParallelPlan, key: str) -> str:
                                                                     for p in plan.params))
     context = dict(
         meta=repr(meta), name=plan.name, key=key, fingerprint=plan.fingerprint(), codegen_version=CODEGEN_VERSION,
-        backend="parallel-torch", **_versions(), k=k, time_invariant=plan.time_invariant,
+        backend="parallel-torch", **_versions(), k=k, time_invariant=plan.time_invariant, a_params=repr(plan.a_params),
         has_reset=bool(plan.reset),
         coeff_args=[input_name(i) for i in plan.inputs] + params, coeff_body=print_program(plan.coefficients, printer),
         a_names=[f"a_{i}_{j}" for i, j in pairs], b_names=[f"b_{i}" for i in range(k)],

@@ -146,9 +146,10 @@ def _print_forms(layer) -> None:
     from .compiler import compile_parallel
     verdict = classify_as_written(layer.spec)
     print(f"\nparallel forms: {verdict.explain()}")
-    picks = {T: layer.choose_form(T) for T in (8, 64, 1024, 4096)}
-    print("  parallel='auto' picks: " + ", ".join(f"T={T}: {'matmul or scan' if f == 'auto' else f}"
-                                                  for T, f in picks.items()))
+    uniform = not any(layer.param_value(p).numel() > 1 for p in layer.spec.params)
+    for n in (256, 4096, 65536):
+        picks = ", ".join(f"T={T}: {layer.choose_form(T, n, uniform)}" for T in (8, 64, 1024, 4096))
+        print(f"  parallel='auto' with N={n}: {picks}")
     if verdict.exact:
         solver = compile_parallel(layer.spec, layer.kernel_options())
         solver.module()

@@ -264,31 +264,38 @@ class Neuron(nn.Module):
         spikes = spikes.reshape(T, *shape)
         return spikes[0] if single else spikes
 
-    def choose_form(self, T: int) -> str:
-        """'sequential', 'scan', 'matmul' or 'auto' (solver picks matmul or scan) for T steps.
+    def choose_form(self, T: int, n: int = 1, uniform: bool = True) -> str:
+        """'sequential', 'scan' or 'matmul' for T steps of n neurons (``uniform``: one A for all).
 
-        Rule for ``parallel='auto'``: reset-free linear neurons run in parallel from T >= AUTO_MIN_T
-        steps (matmul while A is uniform and T <= MATMUL_MAX_T, else scan); neurons with a
-        spike-driven update stay sequential unless a parallel form is asked for (exact mode).
+        Rule for ``parallel='auto'`` (measured on CPU, docs/parallel.md): reset-free linear neurons go
+        parallel from T >= AUTO_MIN_T when there are few neurons -- scan for n <= AUTO_SCAN_MAX_N, matmul
+        while A is uniform, T <= MATMUL_MAX_T and n <= AUTO_MATMUL_MAX_N; otherwise the fused sequential
+        kernel, which already saturates memory bandwidth with many neurons. Neurons with a spike-driven
+        update stay sequential unless a parallel form is asked for (exact mode).
         """
         if self.parallel != "auto":
             return self.parallel
         verdict = self._verdict
         if verdict.spike_driven or not verdict.exact or T < AUTO_MIN_T:
             return "sequential"
-        return "auto"
+        if uniform and T <= MATMUL_MAX_T and n <= AUTO_MATMUL_MAX_N:
+            return "matmul"
+        return "scan" if n <= AUTO_SCAN_MAX_N else "sequential"
 
     def _run_parallel(self, T, compiled, backend, xs, init, params, options):
         """Spikes and states from a parallel form, or None to run the sequential kernels."""
-        form = self.choose_form(T)
+        if self.parallel == "sequential" or (self.parallel == "auto" and self.choose_form(T) == "sequential"):
+            return None
+        solver = compile_parallel(self.spec, options)
+        vector = dict(zip(self.spec.params, options.vector_params))
+        form = self.choose_form(T, xs[0].shape[1], solver.uniform(vector))
         if form == "sequential":
             return None
         cdt = torch.float64 if xs[0].dtype == torch.float64 else torch.float32
         cx, cinit, cparams = ([t.to(cdt) for t in group] for group in (xs, init, params))
-        solver = compile_parallel(self.spec, options)
         if not self._verdict.spike_driven:
             try:
-                spikes, seqs, used = solver.solve(form, cx, cinit, cparams, MATMUL_MAX_T, backend)
+                spikes, seqs, used = solver.solve(form, cx, cinit, cparams, backend=backend)
             except ValueError as err:
                 raise InputError("ND409", f"{type(self).__name__}: parallel='matmul': {err}; a parameter in A is "
                                           "per-neuron, use parallel='scan'") from err
@@ -340,9 +347,11 @@ class Neuron(nn.Module):
         return torch.full((n,), float(default), device=like.device)
 
 
-#: parallel='auto' thresholds (measured by the benchmark harness; see docs/parallel.md).
+#: parallel='auto' thresholds, from CPU measurements of reset-free LIF fwd+bwd (docs/parallel.md).
 AUTO_MIN_T = 32
-MATMUL_MAX_T = 1024
+AUTO_SCAN_MAX_N = 1024
+AUTO_MATMUL_MAX_N = 4096
+MATMUL_MAX_T = 128
 
 
 def _check_parallel(cls_name, spec, parallel, smooth):

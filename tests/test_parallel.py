@@ -118,14 +118,22 @@ def test_matmul_needs_uniform_A():
 def test_auto_rule_and_repr():
     layer = Z.LIFNoReset()
     layer(torch.rand(4, 3))
-    assert layer.last_form == {"form": "sequential"}
+    assert layer.last_form == {"form": "sequential"}            # short sequences stay sequential
     layer.reset_state()
     layer(torch.rand(64, 3))
-    assert layer.last_form == {"form": "matmul"}
-    layer = Z.LIFNoReset(tau=torch.full((3,), 3.0))
-    layer(torch.rand(64, 3))
-    assert layer.last_form == {"form": "scan"}
-    assert "parallel='auto'" in repr(layer)
+    assert layer.last_form == {"form": "matmul"}                # few neurons, uniform A, short T
+    layer.reset_state()
+    layer(torch.rand(200, 3))
+    assert layer.last_form == {"form": "scan"}                  # few neurons, longer T
+    layer.reset_state()
+    layer(torch.rand(64, 5000))
+    assert layer.last_form == {"form": "sequential"}            # many neurons: the fused loop is faster
+    per_neuron = Z.LIFNoReset(tau=torch.full((3,), 3.0))
+    per_neuron(torch.rand(64, 3))
+    assert per_neuron.last_form == {"form": "scan"}             # A not uniform: no matmul
+    assert "parallel='auto'" in repr(per_neuron)
+    assert [layer.choose_form(T, n) for T, n in [(8, 3), (64, 3), (1024, 256), (1024, 65536)]] == \
+        ["sequential", "matmul", "scan", "sequential"]
     lif = Z.LIF()
     lif(torch.rand(64, 3))
     assert lif.last_form == {"form": "sequential"}  # neurons with reset: exact mode only on request

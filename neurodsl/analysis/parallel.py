@@ -57,7 +57,9 @@ def parallel_plan(spec: NeuronSpec, options: KernelOptions) -> ParallelPlan | No
         Assign(sym("dalpha"), options.surrogate.alpha_derivative(fire, alpha) if ALPHA in options.learnable
                else sp.Integer(0)),
     ]
+    params_in_a = {f.name for row in verdict.matrix for e in row for f in sp.sympify(e).free_symbols}
     return ParallelPlan(
+        a_params=tuple(p for p in spec.params if param_name(p) in params_in_a),
         name=spec.name, states=spec.states, inputs=spec.inputs, params=plan_params(spec, options),
         coefficients=tuple(coefficients), reset=tuple(reset_program), fire=(Assign(fire, spec.fire),),
         spike=tuple(spike_program), time_invariant=verdict.kind == "linear-time-invariant",
