@@ -278,6 +278,8 @@ def run_item(ctx: Context, item: dict) -> None:
         for shape in item["shapes"]:
             impls = [i for i in item["impls"]
                      if i != "torch-compile-loop" or shape[0] <= item.get("compile_max_T", 10 ** 9)]
-            label = f"T={shape[0]}" + (f", {str(dtype)[6:]}" if len(item.get("dtypes", ())) > 1 else "")
+            several_n = len({math.prod(sh[1:]) for sh in item["shapes"]}) > 1
+            label = f"T={shape[0]}" + (f", N={math.prod(shape[1:])}" if several_n else "") + \
+                (f", {str(dtype)[6:]}" if len(item.get("dtypes", ())) > 1 else "")
             bench_case(ctx, name, item["kind"], impls, shape, dtype, item["modes"], make, label,
                        item.get("roofline", False))
