@@ -14,7 +14,6 @@ import torch
 
 import neurodsl as nd
 from neurodsl import zoo
-from neurodsl.reference import _TensorSelf, spike_fn
 
 # zoo class -> (extra constructor kwargs, learnable params used by the tests)
 NEURONS = {
@@ -54,34 +53,9 @@ def assert_close(actual, expected, dtype, what="", tol_scale=1.0):
 # -- fire margins ---------------------------------------------------------------------------------
 @torch.no_grad()
 def fire_values(layer: nd.Neuron, *inputs: torch.Tensor, init: dict | None = None) -> torch.Tensor:
-    """The fire value ``u`` of every neuron and step, [T, *shape] (a copy of reference_run's loop)."""
-    spec, eq = layer.spec, type(layer)._equations
-    options = dict(spec.options)
-    dtype = inputs[0].dtype if inputs[0].dtype == torch.float64 else torch.float32
-    xs = [x.to(dtype) for x in inputs]
-    shape = xs[0].shape[1:]
-    params = {p: layer.param_value(p).to(dtype) for p in spec.params}
-    state = {}
-    for name, default in zip(spec.states, spec.state_defaults):
-        if init and name in init:
-            value = init[name]
-        elif isinstance(default, str):
-            value = params[default]
-        else:
-            value = torch.tensor(float(default))
-        state[name] = torch.as_tensor(value).to(dtype).expand(shape)
-    us = []
-    for t in range(xs[0].shape[0]):
-        charged = dict(state)
-        charged.update(eq["charge"](_TensorSelf({**state, **params}, options), *[x[t] for x in xs]))
-        u = eq["fire"](_TensorSelf({**charged, **params}, options))
-        s = spike_fn(layer, torch.as_tensor(u, dtype=dtype).expand(shape))
-        new = dict(charged)
-        if "reset" in eq:
-            new.update(eq["reset"](_TensorSelf({**charged, **params}, options), s))
-        state = {k: torch.as_tensor(v).expand(shape) for k, v in new.items()}
-        us.append(torch.as_tensor(u, dtype=dtype).expand(shape))
-    return torch.stack(us)
+    """The fire value ``u`` of every neuron and step, [T, *shape] (from the reference loop)."""
+    *_, fire = nd.reference_run(layer, *inputs, init=init, return_fire=True)
+    return fire
 
 
 def fire_margin_ok(layer, *inputs, init=None) -> bool:
