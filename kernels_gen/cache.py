@@ -110,17 +110,34 @@ def cached_source(name: str, key: str, backend: str) -> str | None:
     return read_entry(entry_path(name, key, backend))
 
 
+_KINDS = (".torch.py", ".triton.py", ".parallel.py")
+
+
+def _is_entry(path: Path) -> bool:
+    """A file neurodsl wrote: a source entry (checksum first line) or a stale temp file of one."""
+    if not path.is_file():
+        return False
+    if path.name.startswith(".") and path.name.endswith(".tmp"):
+        return True
+    if not path.name.endswith(_KINDS):
+        return False
+    try:
+        with path.open() as handle:
+            return handle.readline().startswith(CHECKSUM_PREFIX)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def list_entries() -> list[Path]:
-    """All neurodsl entries in the cache dir."""
-    return sorted(p for p in cache_dir().glob("*-*.*.py") if read_entry(p) is not None or p.suffix == ".py")
+    """neurodsl's source entries in the cache dir (other files are left alone)."""
+    return sorted(p for p in cache_dir().iterdir() if _is_entry(p) and not p.name.endswith(".tmp"))
 
 
 def clear() -> int:
-    """Delete neurodsl's own entries (and stale temp files); returns how many were removed."""
+    """Delete neurodsl's own entries and stale temp files only; returns how many were removed."""
     removed = 0
     for path in cache_dir().iterdir():
-        ours = path.name.endswith((".torch.py", ".triton.py", ".parallel.py")) or (path.name.startswith(".") and path.name.endswith(".tmp"))
-        if ours and path.is_file():
+        if _is_entry(path):
             path.unlink()
             removed += 1
     _MEMO.clear()

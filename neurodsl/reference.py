@@ -46,7 +46,8 @@ def spike_fn(layer: Neuron, u: torch.Tensor) -> torch.Tensor:
     g = sg.primitive(u, alpha)
     if layer.smooth:
         return g
-    return (u >= 0).to(u.dtype) + (g - g.detach())
+    straight_through = g - g.detach()  # exactly 0 forward, g' backward; NaN - NaN where u is NaN: Θ(NaN) = 0
+    return (u >= 0).to(u.dtype) + torch.where(torch.isnan(u), torch.zeros_like(straight_through), straight_through)
 
 
 def reference_run(layer: Neuron, *inputs: torch.Tensor, init: dict | None = None, return_fire: bool = False):
