@@ -39,12 +39,12 @@ class Surrogate:
     has_primitive = True
 
     def primitive(self, u, alpha):
-        """g(u; alpha), a smooth step from 0 to 1; works on sympy and torch."""
-        raise NotImplementedError  # pragma: no cover - abstract
+        """g(u; alpha), a smooth step from 0 to 1; works on sympy and torch. Subclasses define it."""
+        raise TypeError(f"{type(self).__name__} defines no primitive")
 
     def gradient(self, u, alpha):
-        """dg/du; by default sympy's derivative of the primitive."""
-        raise NotImplementedError  # pragma: no cover - abstract
+        """dg/du; for a surrogate with a primitive, sympy's derivative of it."""
+        return sp.diff(self.primitive(u, alpha), u)
 
     # -- symbolic forms used by the analysis --------------------------------
     def derivative(self, u: sp.Symbol, alpha: sp.Symbol) -> sp.Expr:
