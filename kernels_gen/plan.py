@@ -57,6 +57,14 @@ def sym(name: str) -> sp.Symbol:
     return sp.Symbol(name, real=True)
 
 
+def _fingerprint(fields: list, programs) -> str:
+    """Content hash of plan fields and step programs (with the codegen version)."""
+    parts = [CODEGEN_VERSION] + [repr(f) for f in fields]
+    for program in programs:
+        parts += [f"{a.target.name}={sp.srepr(a.expr)}" for a in program]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+
+
 @dataclass(frozen=True)
 class Assign:
     """``target = expr`` in a straight-line step program."""
@@ -112,11 +120,9 @@ class KernelPlan:
 
     def fingerprint(self) -> str:
         """Content hash of everything that shapes the generated code."""
-        parts = [CODEGEN_VERSION, self.name, repr(self.states), repr(self.inputs), repr(self.params),
-                 repr(self.saved_states), repr(self.prev_states), repr(self.needed_inputs), self.compute_dtype]
-        for program in (self.forward, self.recompute_prev, self.backward):
-            parts += [f"{a.target.name}={sp.srepr(a.expr)}" for a in program]
-        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+        return _fingerprint([self.name, self.states, self.inputs, self.params, self.saved_states, self.prev_states,
+                             self.needed_inputs, self.compute_dtype],
+                            (self.forward, self.recompute_prev, self.backward))
 
 
 @dataclass(frozen=True)
@@ -145,8 +151,5 @@ class ParallelPlan:
     a_params: tuple[str, ...] = ()   # parameters that appear in A (matmul needs them scalar)
 
     def fingerprint(self) -> str:
-        parts = [CODEGEN_VERSION, "parallel", self.name, repr(self.states), repr(self.inputs), repr(self.params),
-                 repr(self.time_invariant), repr(self.a_params)]
-        for program in (self.coefficients, self.reset, self.fire, self.spike):
-            parts += [f"{a.target.name}={sp.srepr(a.expr)}" for a in program]
-        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+        return _fingerprint(["parallel", self.name, self.states, self.inputs, self.params, self.time_invariant,
+                             self.a_params], (self.coefficients, self.reset, self.fire, self.spike))
