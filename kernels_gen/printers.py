@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import sympy as sp
-from sympy.printing.precedence import PRECEDENCE, precedence
+from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
 from .errors import CodegenError
@@ -136,13 +136,13 @@ class _KernelPrinter(StrPrinter):
     def _print_Heaviside(self, expr):
         arg = expr.args[0]
         h0 = expr.args[1] if len(expr.args) > 1 else sp.Rational(1, 2)
-        inner = self._where(sp.Eq(arg, 0), h0, sp.Float(0.0), printed_else=True)
-        return self._where(arg > 0, sp.Float(1.0), inner, printed_else=True)
+        inner = self._where(sp.Eq(arg, 0), h0, sp.Float(0.0))
+        return self._where(arg > 0, sp.Float(1.0), inner)
 
     def _print_sign(self, expr):
         arg = expr.args[0]
-        inner = self._where(arg < 0, sp.Float(-1.0), "0.0", printed_else=True)
-        return self._where(arg > 0, sp.Float(1.0), inner, printed_else=True)
+        inner = self._where(arg < 0, sp.Float(-1.0), "0.0")
+        return self._where(arg > 0, sp.Float(1.0), inner)
 
     def _print_Max(self, expr):
         return self._min_max(expr, "maximum")
@@ -176,7 +176,7 @@ class _KernelPrinter(StrPrinter):
     def _print_Not(self, expr):
         return f"(~{self._print(expr.args[0])})"
 
-    def _where(self, cond, a, b, printed_else=False):
+    def _where(self, cond, a, b):
         b_text = b if isinstance(b, str) else self._print(b)
         return f"{self.funcs['where']}({self._print(cond)}, {self._print(a)}, {b_text})"
 
@@ -195,7 +195,7 @@ class TritonPrinter(_KernelPrinter):
     def _real_pow(self, base, exp, prec):
         return f"tl.exp({self._print(exp)}*tl.log({self._print(base)}))"
 
-    def _where(self, cond, a, b, printed_else=False):
+    def _where(self, cond, a, b):
         """tl.where materialises two literal branches as fp32: give inexact constants the compute dtype."""
         a_text = self._branch(a)
         b_text = b if isinstance(b, str) else self._branch(b)
@@ -239,7 +239,3 @@ class TorchPrinter(_KernelPrinter):
             bound = "min" if which == "maximum" else "max"
             out = f"torch.clamp({out}, {bound}={self._print(num)})"
         return out
-
-
-def precedence_of(expr) -> int:
-    return precedence(expr)
