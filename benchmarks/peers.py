@@ -14,7 +14,7 @@ import torch
 
 from . import neurons
 
-IMPLS = ("neurodsl-triton", "neurodsl-torch", "spikingjelly", "sj-flexsn", "snntorch", "norse", "torch-loop",
+IMPLS = ("neurodsl-triton", "neurodsl-torch", "neurodsl-torch-compiled", "neurodsl-triton-compiled", "spikingjelly", "sj-flexsn", "snntorch", "norse", "torch-loop",
          "torch-compile-loop")
 
 
@@ -28,6 +28,7 @@ class Runner:
     reset: Callable[[], None] = lambda: None
     note: str = ""
     modules: list = field(default_factory=list)
+    retains_graph: bool = True  # False: backward(retain_graph=True) is refused (compiled graphs donate buffers)
 
     def __call__(self, x):
         return self.call(x)
@@ -39,7 +40,7 @@ def build(impl: str, kind: str, device: torch.device, dtype: torch.dtype) -> Run
     return _BUILDERS[impl](kind, device, dtype)
 
 
-def _neurodsl(backend: str, kind, device, dtype, parallel: str = "sequential"):
+def _neurodsl(backend: str, kind, device, dtype, parallel: str = "sequential", compiled: bool = False):
     from kernels_gen.ops import check_backend
     from neurodsl.errors import BackendError
     try:
@@ -48,7 +49,10 @@ def _neurodsl(backend: str, kind, device, dtype, parallel: str = "sequential"):
         raise Skip(str(err)) from err
     layer = neurons.neurodsl_layer(kind, backend, parallel).to(device)
     note = "Triton interpreter (CPU)" if backend == "triton" and device.type == "cpu" else ""
-    return Runner(layer, layer.reset_state, note, [layer])
+    if compiled:
+        note = ", ".join(filter(None, [note, "torch.compile(fullgraph=True); first calls compile (not timed)"]))
+    return Runner(torch.compile(layer, fullgraph=True) if compiled else layer, layer.reset_state, note, [layer],
+                  retains_graph=not compiled)
 
 
 def _spikingjelly(kind, device, dtype):
@@ -177,6 +181,8 @@ _BUILDERS = {
     "neurodsl-triton-scan": functools.partial(_neurodsl, "triton", parallel="scan"),
     "neurodsl-triton-matmul": functools.partial(_neurodsl, "triton", parallel="matmul"),
     "neurodsl-triton": functools.partial(_neurodsl, "triton"),
+    "neurodsl-torch-compiled": functools.partial(_neurodsl, "torch", compiled=True),
+    "neurodsl-triton-compiled": functools.partial(_neurodsl, "triton", compiled=True),
     "spikingjelly": _spikingjelly,
     "sj-flexsn": _flexsn,
     "snntorch": _snntorch,

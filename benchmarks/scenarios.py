@@ -73,6 +73,8 @@ def _mode_fn(mode, runner, x, g):
             runner(x).backward(g)
         return fn
     if mode == "bwd":
+        if not runner.retains_graph:
+            raise peers.Skip("backward alone is not timed: a compiled graph cannot be retained for repeats")
         runner.reset()
         out = runner(x)
 
@@ -136,7 +138,8 @@ def bench_case(ctx: Context, scenario: str, kind: str, impls, shape, dtype=torch
         for impl, runner, agreement, note in ready:
             if impl in errors:
                 err = errors[impl]
-                ctx.add(**base, impl=impl, mode=mode, note=f"failed: {type(err).__name__}: {str(err)[:160]}")
+                what = "skipped: " if isinstance(err, peers.Skip) else f"failed: {type(err).__name__}: "
+                ctx.add(**base, impl=impl, mode=mode, note=what + str(err)[:160])
                 continue
             times = samples[impl]
             peak = timing.peak_memory_mb(_mode_fn(mode, runner, x, g), device) if mode != "bwd" else None
@@ -174,7 +177,7 @@ class _Network:
             linear.weight.copy_(torch.rand(linear.weight.shape, generator=gen) * 2 * bound - bound)
             linear.bias.fill_(0.5)
         linear = linear.to(device)
-        return peers.Runner(lambda x: runner(linear(x)), runner.reset, runner.note, [linear])
+        return peers.Runner(lambda x: runner(linear(x)), runner.reset, runner.note, [linear], runner.retains_graph)
 
 
 # -- suites -------------------------------------------------------------------------------------------------
@@ -200,7 +203,7 @@ def plan(suite: str, device: torch.device, tiny: bool, with_compile: bool) -> li
                               shapes=[(t, b, n1) for t in ts], modes=("fwdbwd",),
                               about=f"{kind.upper()} fwd+bwd on [T, {b}, {n1}] (GPU suite: [T, 64, 65536]), fp32"))
         t2, b2, n2 = (6, 2, 32) if tiny else (100, 16, 1024)
-        items.append(dict(name="network", kind="lif", impls=[ours, *peer_lif, "torch-loop"],
+        items.append(dict(name="network", kind="lif", impls=[ours, f"{ours}-compiled", *peer_lif, "torch-loop"],
                           shapes=[(t2, b2, n2)], modes=("fwd", "bwd", "fwdbwd"), network=n2,
                           about=f"Linear({n2},{n2}) + LIF, batch {b2}, T={t2} (GPU suite: 16384 neurons, T=500)"))
         n3, t3 = (256, 8) if tiny else (65536, 64)
@@ -222,7 +225,7 @@ def plan(suite: str, device: torch.device, tiny: bool, with_compile: bool) -> li
                               shapes=[(t, b, n1) for t in ts], dtypes=dtypes, modes=("fwd", "bwd", "fwdbwd"),
                               roofline=True, about=f"{kind.upper()} on [T, {b}, {n1}], fp32 and fp16"))
         t2, b2, n2 = (6, 2, 64) if tiny else (500, 16, 16384)
-        items.append(dict(name="network", kind="lif", impls=[ours, *peer_lif, "torch-loop"],
+        items.append(dict(name="network", kind="lif", impls=[ours, f"{ours}-compiled", *peer_lif, "torch-loop"],
                           shapes=[(t2, b2, n2)], modes=("fwd", "bwd", "fwdbwd"), network=n2,
                           about=f"Linear({n2},{n2}) + LIF, batch {b2}, T={t2}"))
         n3, t3 = (512, 8) if tiny else (1_048_576, 64)

@@ -25,7 +25,7 @@ import warnings
 import torch
 from torch import nn
 
-from kernels_gen.ops import neuron_op
+from kernels_gen.ops import neuron_op, register
 
 from . import surrogate as sg
 from .analysis import KernelOptions, analyse, classify_as_written
@@ -36,6 +36,13 @@ from .spec import Param, State, capture
 
 _RESERVED = {"spec", "variants", "surrogate", "surrogate_alpha", "detach_reset", "step_mode", "backend",
              "store_state_seqs", "smooth", "charge", "fire", "reset", "analysis", "state_seqs"}
+
+
+def _constant_under_compile(fn):
+    """``torch.compiler.assume_constant_result`` without its import of ``torch._dynamo`` (and triton, ~2 s)
+    when neurodsl is imported: that decorator only sets this flag (tests/test_compile.py checks it)."""
+    fn._dynamo_marked_constant = True
+    return fn
 
 
 class _hybridmethod:
@@ -245,17 +252,24 @@ class Neuron(nn.Module):
         n = math.prod(shape)
         params = [self._flat_param(name, shape, xs[0].device) for name in self.spec.params]
         flat_params = [p for p, _ in params] + [self.surrogate_alpha.reshape(1)]
-        options = self.kernel_options(tuple(vec for _, vec in params), xs[0].dtype)
-        self._last_options = options
+        vector = tuple(vec for _, vec in params)
         init = [self._initial_state(s, d, shape, n, state, xs[0]) for s, d in zip(self.spec.states,
                                                                                  self.spec.state_defaults)]
-        compiled = compile_spec(self.spec, options)
-        backend = self.resolve_backend(xs[0].device)
         flat_xs = [x.reshape(T, n) for x in xs]
-        result = self._run_parallel(T, compiled, backend, flat_xs, init, flat_params, options)
+        if torch.compiler.is_compiling():  # torch.compile traces tensors only; kernels are chosen Python-side
+            grads = tuple(p.requires_grad for p in flat_params)
+            key, backend = self._kernel_for_trace(vector, str(xs[0].dtype), xs[0].device.type, grads,
+                                                  id(self.surrogate), self.detach_reset, self.smooth)
+            result = None
+        else:
+            options = self.kernel_options(vector, xs[0].dtype)
+            self._last_options = options
+            compiled = compile_spec(self.spec, options)
+            key, backend = register(compiled), self.resolve_backend(xs[0].device)
+            result = self._run_parallel(T, compiled, backend, flat_xs, init, flat_params, options)
         if result is None:
             self.last_form = self.last_form if self.last_form.get("fallback") else {"form": "sequential"}
-            result = neuron_op(compiled, backend, flat_xs, init, flat_params, self.store_state_seqs)
+            result = neuron_op(key, backend, flat_xs, init, flat_params, self.store_state_seqs)
         spikes, states = result
         if self.store_state_seqs:
             self.state_seqs = {s: v.reshape(T, *shape) for s, v in zip(self.spec.states, states)}
@@ -263,6 +277,20 @@ class Neuron(nn.Module):
         self._carried = {s: v.reshape(shape) for s, v in zip(self.spec.states, states)}
         spikes = spikes.reshape(T, *shape)
         return spikes[0] if single else spikes
+
+    @_constant_under_compile
+    def _kernel_for_trace(self, vector, dtype_name, device_type, *guards):
+        """(kernel key, backend) while torch.compile traces :meth:`forward`.
+
+        Dynamo calls this once per trace and bakes the result into the graph as a constant, so the
+        analysis and code generation behind it are never traced; ``guards`` (requires_grad flags, the
+        surrogate's identity, detach_reset, smooth) are arguments so that changing them retraces.
+        """
+        dtype = getattr(torch, dtype_name.removeprefix("torch."))
+        self._last_options = self.kernel_options(vector, dtype)
+        compiled = compile_spec(self.spec, self._last_options)
+        compiled.meta(self.resolve_backend(torch.device(device_type)))  # generate now, not inside the fake op
+        return register(compiled), self.resolve_backend(torch.device(device_type))
 
     def choose_form(self, T: int, n: int = 1, uniform: bool = True) -> str:
         """'sequential', 'scan' or 'matmul' for T steps of n neurons (``uniform``: one A for all).
@@ -312,7 +340,7 @@ class Neuron(nn.Module):
         saved = [charged[self.spec.states.index(s)] for s in compiled.meta(backend)["saved_states"]]
         states = states if self.store_state_seqs else [v[-1] for v in states]
         self.last_form = {"form": f"exact-{form}", "passes": passes}
-        return neuron_op(compiled, backend, xs, init, params, self.store_state_seqs,
+        return neuron_op(register(compiled), backend, xs, init, params, self.store_state_seqs,
                          precomputed=(spikes.to(xs[0].dtype), [v.contiguous() for v in states],
                                       [h.contiguous() for h in saved]))
 

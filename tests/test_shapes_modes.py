@@ -254,9 +254,9 @@ def test_backend_auto_picks_torch_on_cpu(monkeypatch):
     seen = []
     real = neuron_mod.neuron_op
 
-    def spy(compiled, backend, *args, **kw):
+    def spy(key, backend, *args, **kw):
         seen.append(backend)
-        return real(compiled, backend, *args, **kw)
+        return real(key, backend, *args, **kw)
 
     monkeypatch.setattr(neuron_mod, "neuron_op", spy)
     layer = zoo.LIF()

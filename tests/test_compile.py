@@ -1,0 +1,241 @@
+"""torch.compile(fullgraph=True), the registered torch ops, and autocast.
+
+Layers run two custom ops (``neurodsl::neuron_forward`` / ``neurodsl::neuron_backward``) with fake
+implementations and a registered backward, so Dynamo traces a model with neurodsl layers in one graph.
+These tests compare compiled runs with eager runs (forward, every gradient, carried states) on both
+backends, check the fake implementations with ``torch.library.opcheck``, and check autocast.
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch._dynamo
+from torch import nn
+
+import neurodsl as nd
+from kernels_gen.ops import register
+from neurodsl import zoo
+from neurodsl.compiler import compile_spec
+
+BACKENDS = ["torch", "triton"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+class TwoInput(nd.Neuron):
+    v = nd.State(0.0)
+    g = nd.State(0.0)
+    tau = nd.Param(3.0)
+
+    def charge(self, exc, inh):
+        return dict(g=self.g * 0.5 + inh, v=self.v + (exc - self.g - self.v) / self.tau)
+
+    def fire(self):
+        return self.v - 1.0
+
+    def reset(self, s):
+        return dict(v=self.v * (1 - s))
+
+
+def model(backend):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 16), zoo.ALIF(learnable=("tau", "beta"), backend=backend),
+                        nn.Linear(16, 8), zoo.PLIF(backend=backend, v_th=0.3))
+    with torch.no_grad():  # strong enough weights that both layers spike
+        net[2].weight.mul_(4)
+        net[2].bias.add_(0.5)
+    return net
+
+
+def grads(net, x):
+    return [x.grad] + [p.grad for p in net.parameters()]
+
+
+def run_both(net, x, compile_backend="aot_eager", calls=2):
+    """Spikes and grads of ``calls`` consecutive calls (states carried), compiled vs eager."""
+    eager = copy.deepcopy(net)
+    compiled = torch.compile(net, fullgraph=True, backend=compile_backend)
+    outs = []
+    for module, runner in ((net, compiled), (eager, eager)):
+        xi = x.clone().requires_grad_()
+        ys = [runner(xi) for _ in range(calls)]
+        sum(y.sum() * (i + 1) for i, y in enumerate(ys)).backward()
+        outs.append((ys, grads(module, xi)))
+    return outs
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fullgraph_model_matches_eager(backend):
+    net = model(backend)
+    x = torch.randn(6, 3, 4) * 4
+    (ys_c, g_c), (ys_e, g_e) = run_both(net, x)
+    assert sum(y.sum() for y in ys_e) > 0  # spikes happen, so the surrogate path is exercised
+    for yc, ye in zip(ys_c, ys_e):
+        assert torch.equal(yc, ye)
+    for gc, ge in zip(g_c, g_e):
+        assert gc is not None and ge is not None
+        torch.testing.assert_close(gc, ge, rtol=1e-5, atol=1e-6)
+    assert g_e[0].abs().sum() > 0
+
+
+def test_inductor_compiles_and_matches():
+    net = model("torch")
+    x = torch.randn(5, 2, 4) * 4
+    (ys_c, g_c), (ys_e, g_e) = run_both(net, x, compile_backend="inductor", calls=1)
+    assert torch.equal(ys_c[0], ys_e[0])
+    for gc, ge in zip(g_c, g_e):
+        torch.testing.assert_close(gc, ge, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_compiled_states_options_and_inference(backend):
+    layer = TwoInput(backend=backend, learnable=("tau",), store_state_seqs=True)
+    eager = copy.deepcopy(layer)
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    exc, inh = torch.rand(7, 2, 3) * 3, torch.rand(7, 2, 3) * 0.5
+    assert torch.equal(compiled(exc, inh), eager(exc, inh))
+    for name in ("v", "g"):
+        assert torch.equal(layer.state_seqs[name], eager.state_seqs[name])
+        assert torch.equal(getattr(layer, name), getattr(eager, name))
+    layer.reset_state(), eager.reset_state()
+    with torch.no_grad():
+        assert torch.equal(compiled(exc, inh), eager(exc, inh))
+    assert layer.last_form == {"form": "sequential"}
+
+
+def test_single_step_loop_compiles():
+    layer = zoo.LIF(step_mode="s", backend="torch")
+    eager = copy.deepcopy(layer)
+    step = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    xs = torch.rand(5, 2, 3) * 3
+    for x in xs:
+        assert torch.equal(step(x), eager(x))
+    assert torch.equal(layer.v, eager.v)
+
+
+def test_changing_requires_grad_or_surrogate_retraces():
+    layer = zoo.PLIF(backend="torch")
+    eager = copy.deepcopy(layer)
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    x = torch.rand(4, 3) * 3
+
+    def check():
+        layer.reset_state(), eager.reset_state()
+        xc, xe = x.clone().requires_grad_(), x.clone().requires_grad_()
+        compiled(xc).sum().backward(), eager(xe).sum().backward()
+        torch.testing.assert_close(xc.grad, xe.grad)
+        return xc.grad
+
+    first = check()
+    assert layer.w.grad is not None
+    for module in (layer, eager):
+        module.surrogate = nd.surrogate.Sigmoid(alpha=3.0)
+    assert not torch.allclose(check(), first)  # the new surrogate's gradient, not the old one's
+    for module in (layer, eager):
+        module.w.requires_grad_(False)
+        module.w.grad = None
+    check()
+    assert layer.w.grad is None
+
+def test_dynamic_batch_size():
+    layer = zoo.LIF(backend="torch")
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager", dynamic=True)
+    for batch in (2, 5, 9):
+        x = torch.rand(4, batch, 3) * 3
+        layer.reset_state()
+        assert torch.equal(compiled(x), zoo.LIF(backend="torch")(x))
+
+
+def test_trace_time_constant_marker_matches_torch():
+    from neurodsl.neuron import Neuron
+    marked = torch.compiler.assume_constant_result(lambda: None)
+    flags = {k for k in vars(marked)}
+    assert flags and flags <= set(vars(Neuron._kernel_for_trace))
+
+
+# -- the registered ops ---------------------------------------------------------------------------
+
+def op_args(neuron_cls, backend, store_seqs, save, T=5, n=6, dtype=torch.float32, learn=()):
+    layer = neuron_cls(backend=backend, learnable=learn)
+    options = layer.kernel_options((False,) * len(layer.spec.params), dtype)
+    key = register(compile_spec(layer.spec, options))
+    gen = torch.Generator().manual_seed(3)
+    inputs = [torch.rand(T, n, generator=gen, dtype=dtype) * 2 for _ in layer.spec.inputs]
+    init = [torch.zeros(n, dtype=dtype) for _ in layer.spec.states]
+    params = [layer.param_value(p).reshape(1).to(dtype).detach().clone().requires_grad_(save and p in learn)
+              for p in layer.spec.params] + [layer.surrogate_alpha.reshape(1).to(dtype).detach().clone()]
+    for x in inputs:
+        x.requires_grad_(save)
+    return key, backend, store_seqs, save, dtype, inputs, init, params, []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("neuron_cls", [zoo.LIF, zoo.ALIF, zoo.CubaLIF, TwoInput], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("store_seqs", [False, True])
+def test_forward_op_passes_opcheck(backend, neuron_cls, store_seqs):
+    learn = tuple(neuron_cls.spec.params[:1])
+    for save in (True, False):
+        args = op_args(neuron_cls, backend, store_seqs, save, learn=learn)
+        torch.library.opcheck(torch.ops.neurodsl.neuron_forward.default, args,
+                              test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backward_op_passes_opcheck(backend):
+    args = op_args(zoo.ALIF, backend, False, True, learn=("tau",))
+    key, _, store_seqs, _, dtype, inputs, init, params, _ = args
+    out = torch.ops.neurodsl.neuron_forward(*args)
+    n_states = len(init)
+    saved = [t.detach() for t in out[1 + n_states:]]
+    meta = compile_spec(zoo.ALIF.spec, zoo.ALIF(learnable=("tau",)).kernel_options(
+        (False,) * len(zoo.ALIF.spec.params))).meta(backend)
+    needed = [inputs[meta["inputs"].index(i)].detach() for i in meta["needed_inputs"]]
+    grad_spikes = torch.rand_like(out[0])
+    grad_states = [torch.rand(out[0].shape[1]) for _ in range(n_states)]
+    torch.library.opcheck(torch.ops.neurodsl.neuron_backward.default,
+                          (key, backend, store_seqs, grad_spikes, grad_states, saved, needed, init,
+                           [p.detach() for p in params]),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+# -- autocast ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_spikes_in_input_dtype_fp32_math(backend, dtype):
+    torch.manual_seed(1)
+    lin, layer = nn.Linear(4, 8), zoo.ALIF(learnable=("tau",), backend=backend)
+    ref_layer = copy.deepcopy(layer)
+    x = torch.randn(6, 2, 4) * 4
+    xa = x.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=dtype):
+        h = lin(xa)
+        spikes = layer(h)
+    assert h.dtype == dtype and spikes.dtype == dtype  # spikes come back in the dtype they got
+    assert layer.v.dtype == torch.float32 and layer.a.dtype == torch.float32  # states stay fp32
+    spikes.float().sum().backward()
+    # the same math as an fp32 run on the half-precision pre-activations, upcast
+    hf = h.detach().float().requires_grad_()
+    ref = ref_layer(hf)
+    assert torch.equal(spikes.float(), ref)
+    ref.sum().backward()
+    torch.testing.assert_close(layer.tau.grad, ref_layer.tau.grad, rtol=1e-5, atol=1e-6)
+    assert xa.grad is not None and xa.grad.dtype == torch.float32
+
+
+def test_autocast_under_compile():
+    net = model("torch")
+    eager = copy.deepcopy(net)
+    compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
+    x = torch.randn(5, 2, 4) * 4
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        yc, ye = compiled(x), eager(x)
+    assert yc.dtype == torch.bfloat16
+    assert torch.equal(yc, ye)
