@@ -88,3 +88,28 @@ def test_fp64_on_cuda():
     xs = require_safe_inputs(layer, 8, (2, 600), seed=4, dtype=torch.float64)
     layer, xs = _cuda(layer, xs)
     compare(layer, *xs, tol_scale=100.0)
+
+
+@compiled_only
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "autocast-fp16"])
+def test_torch_compile_fullgraph_on_cuda(autocast):
+    import copy
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 1024), zoo.ALIF(learnable=("tau", "beta")),
+                              torch.nn.Linear(1024, 256), zoo.PLIF()).cuda()
+    eager = copy.deepcopy(net)
+    compiled = torch.compile(net, fullgraph=True)
+    x = torch.randn(16, 8, 64, device="cuda") * 3
+    outs = []
+    for module, runner in ((net, compiled), (eager, eager)):
+        xi = x.clone().requires_grad_()
+        with torch.autocast("cuda", dtype=torch.float16, enabled=autocast):
+            y = runner(xi)
+        y.float().sum().backward()
+        outs.append((y, [xi.grad] + [p.grad for p in module.parameters()]))
+    (yc, gc), (ye, ge) = outs
+    assert net[1].resolve_backend(x.device) == "triton"
+    assert yc.dtype == (torch.float16 if autocast else torch.float32)
+    assert torch.equal(yc, ye) and ye.sum() > 0
+    for a, b in zip(gc, ge):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
