@@ -121,6 +121,6 @@ def test_torch_compile_inductor_on_cuda():
     net = torch.nn.Sequential(torch.nn.Linear(64, 1024), zoo.LIF()).cuda()
     x = torch.randn(16, 8, 64, device="cuda") * 3
     expected = net(x)
-    zoo.LIF.reset_state(net[1])
+    net[1].reset_state()
     got = torch.compile(net, fullgraph=True)(x)
     assert (got == expected).float().mean() > 0.999  # Inductor's fused bias add may round differently
