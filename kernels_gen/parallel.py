@@ -136,7 +136,8 @@ class ParallelSpike(torch.autograd.Function):
         spike, dspike, dalpha = spike_fn(fire, *params)
         ctx.save_for_backward(torch.as_tensor(dspike), torch.as_tensor(dalpha))
         ctx.alpha_shape = alpha.shape
-        return spike if isinstance(spike, torch.Tensor) else torch.full_like(fire, spike)
+        # fire's dtype: torch.where(c, 1.0, 0.0) is float32, which would round fp64 gradients to fp32
+        return spike.to(fire.dtype) if isinstance(spike, torch.Tensor) else torch.full_like(fire, spike)
 
     @staticmethod
     def backward(ctx, grad):

@@ -275,3 +275,16 @@ def test_triton_backend_scan_form_matches_reference(cls, learn):
     layer = cls(backend="triton", parallel="scan", learnable=learn)
     compare(layer, *require_safe_inputs(layer, 70, (2, 5), scale=0.6, offset=0.4))
     assert layer.last_form == {"form": "scan"}
+
+
+def test_parallel_spikes_keep_the_fp64_gradient():
+    """ParallelSpike returns spikes in fire's dtype: a float32 spike tensor would round fp64 gradients to fp32."""
+    x = torch.rand(16, 3, 4, dtype=torch.float64) * 2.5
+    w = torch.randn(16, 3, 4, dtype=torch.float64)
+    grads = {}
+    for form in ("sequential", "scan", "matmul"):
+        xa = x.clone().requires_grad_()
+        (Z.LIFNoReset(parallel=form)(xa) * w).sum().backward()
+        grads[form] = xa.grad
+    for form in ("scan", "matmul"):
+        torch.testing.assert_close(grads[form], grads["sequential"], rtol=1e-12, atol=1e-12)
