@@ -75,7 +75,7 @@ def masked_psn_lambda(epoch: int, epochs: int) -> float:
 
 
 class MaskedPSN(PSN):
-    """Masked PSN of order k: W ⊙ M_k(λ), M_k[i][j] = 1 iff j ≤ i ≤ j + k − 1, M(λ) = λ M_k + (1 − λ).
+    """Masked PSN of order k: W ⊙ M_k(λ), ``M_k[i][j] = 1`` iff j ≤ i ≤ j + k − 1, M(λ) = λ M_k + (1 − λ).
 
     Set ``lam`` (e.g. from :func:`masked_psn_lambda`) during training; λ = 1 gives the order-k mask.
     """
@@ -115,7 +115,7 @@ class SlidingPSN(_TimeMatrixNeuron):
 
 
 def psu_matrices(T: int, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """PSU leak m1[i][j] = tau^−(i−j+1) (i ≥ j) and reset m2[i][j] = −tau^−(i−j) (i > j)."""
+    """PSU leak ``m1[i][j] = tau^−(i−j+1)`` (i ≥ j) and reset ``m2[i][j] = −tau^−(i−j)`` (i > j)."""
     i = torch.arange(T, dtype=torch.float32)
     d = i[:, None] - i[None, :]
     m1 = torch.where(d >= 0, tau ** (-(d + 1)), torch.zeros(()))

@@ -2,8 +2,9 @@
 # The README's test command: install neurodsl with test extras (pinned versions) and run the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install -q -e ".[test,bench]" -c constraints.txt
+python -m pip install -q -e ".[test,bench,examples,interop,docs]" -c constraints.txt
 export TRITON_INTERPRET=1
 export NEURODSL_CACHE_DIR="${NEURODSL_CACHE_DIR:-$(mktemp -d)}"
 python -m pytest -q "$@"
 python scripts/run_doc_snippets.py docs README.md
+bash scripts/build_docs.sh
