@@ -7,7 +7,7 @@ kernels with derived gradients, wrapped as an ``nn.Module``.
 torch.Size([4, 2, 3])
 """
 from . import psn, surrogate, zoo
-from .errors import BackendError, CodegenError, InputError, NeuroDSLError, SpecError
+from .errors import BackendError, CodegenError, DistributedError, InputError, NeuroDSLError, NIRError, SpecError
 from .functional import detach_states, neurons, reset_states, set_step_mode
 from .mathfns import atan, clamp, erf, erfc, exp, log, maximum, minimum, relu, sigmoid, sqrt, tanh, where
 from .neuron import Neuron
@@ -18,5 +18,5 @@ __version__ = "0.1.0"
 
 __all__ = ["psn", "Neuron", "State", "Param", "NeuronSpec", "surrogate", "zoo", "reference_run", "reset_states",
            "detach_states", "set_step_mode", "neurons", "NeuroDSLError", "SpecError", "InputError",
-           "BackendError", "CodegenError", "exp", "log", "sqrt", "sigmoid", "tanh", "relu", "clamp", "minimum",
+           "BackendError", "CodegenError", "DistributedError", "NIRError", "exp", "log", "sqrt", "sigmoid", "tanh", "relu", "clamp", "minimum",
            "maximum", "where", "erf", "erfc", "atan"]

@@ -16,7 +16,7 @@ from kernels_gen.errors import (BackendError, CacheError, CodegenError, InputErr
                                 SpecError as _BaseSpecError)
 
 __all__ = ["NeuroDSLError", "SpecError", "Problem", "CodegenError", "BackendError", "InputError", "CacheError",
-           "CATALOGUE"]
+           "DistributedError", "NIRError", "CATALOGUE"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,15 @@ class SpecError(_BaseSpecError):
 
     def __str__(self) -> str:
         return "\n".join(str(p) for p in self.problems)
+
+
+class NIRError(NeuroDSLError):
+    """A model or graph NIR exchange cannot handle (``neurodsl.nir_io``): ND501 export, ND502 import node,
+    ND503 graph structure."""
+
+
+class DistributedError(NeuroDSLError):
+    """Splitting the time axis across processes is not possible (``neurodsl.distributed``, codes 6xx)."""
 
 
 CATALOGUE: dict[str, tuple[str, str]] = {
@@ -91,6 +100,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "ND302": ("backend='triton' on CPU tensors without the Triton interpreter",
               "set TRITON_INTERPRET=1 before importing triton, or use backend='torch'"),
     "ND303": ("backend='triton' on a device other than CPU or CUDA", "use backend='torch'"),
+    "ND304": ("a torch op was called with a kernel key no layer registered in this process (e.g. a compiled "
+              "graph loaded into a fresh process)", "run or build the layer once in this process first"),
     # inputs
     "ND401": ("an input has the wrong rank for the step mode", "multi-step: [T, *shape]; single-step: [*shape]"),
     "ND402": ("the number of inputs differs from charge's arguments", "call layer(x) or layer(x, y) as declared"),
@@ -104,4 +115,23 @@ CATALOGUE: dict[str, tuple[str, str]] = {
               "call layer.reset_state() (or neurodsl.reset_states(model)) between batches"),
     "ND409": ("parallel='matmul' with a per-neuron parameter in the recurrence matrix A",
               "use parallel='scan' (or 'auto')"),
+    # NIR exchange (neurodsl.nir_io.NIRError)
+    "ND501": ("to_nir met something NIR cannot represent: a module or neuron without a NIR node (e.g. ALIF, "
+              "nn.ReLU), a soft reset, nn.Conv2d outside SeqToBatch, a Flatten over time/batch, a Linear on "
+              "non-vector samples, a parameter that is not per neuron, or c_decay/v_decay = 1",
+              "use the layers docs/nir.md lists, reset_mode='hard', SeqToBatch(nn.Conv2d(...)), "
+              "nn.Flatten(start_dim=2)"),
+    "ND502": ("from_nir met a node without a neurodsl counterpart (e.g. nir.LI, nir.Conv1d, a subgraph) or "
+              "neuron parameters outside the mapping (LIF: r not 1 or tau/dt, v_leak != v_reset; IF: r != 1/dt; "
+              "CubaLIF: v_leak or v_reset != 0, r != tau_mem/dt, w_in != tau_syn/dt)",
+              "pass the dt the graph was exported with; see the mapping table in docs/nir.md"),
+    "ND503": ("from_nir got a graph with a cycle, with other than one Input and one Output, or with a node no "
+              "edge feeds", "unroll recurrent connections outside NIR; give the graph one Input and one Output"),
+    # distributed (neurodsl.distributed.TimeSplit)
+    "ND601": ("TimeSplit was given something other than a neurodsl Neuron, or a neuron whose dynamics are not a "
+              "reset-free linear recurrence (nonlinear charge, or a spike-driven reset)",
+              "use a reset-free linear neuron (e.g. nd.zoo.LIF.without_reset()); run neurons with reset on one device"),
+    "ND602": ("a TimeSplit layer was called without an initialized torch.distributed process group, or on a "
+              "process outside its group",
+              "call torch.distributed.init_process_group(...) first (torchrun sets it up), on every rank of the group"),
 }

@@ -326,6 +326,13 @@ def test_nd302_subprocess_without_interpreter():
     assert "CODE ND302" in out.stdout
 
 
+@covers('ND304')
+def test_unregistered_kernel_key():
+    x = torch.rand(3, 4)
+    expect(nd.BackendError, "ND304", lambda: ops.neuron_op("no-such-key", "torch", [x], [torch.zeros(4)],
+                                                           [torch.ones(1)]))
+
+
 @covers('ND303')
 def test_nd303_other_device():
     expect(nd.BackendError, "ND303", lambda: ops.check_backend("triton", torch.device("meta")))
@@ -383,3 +390,38 @@ def test_error_hierarchy_and_codes():
         assert issubclass(cls, nd.NeuroDSLError)
     err = nd.InputError("ND404", "x")
     assert err.code == "ND404" and str(err).startswith("[ND404]")
+
+
+# -- ND5xx: NIR exchange (neurodsl.nir_io; the `nir` package is optional) ----------------------------------
+@covers("ND501", "ND502", "ND503")
+def test_nir_exchange_errors():
+    nir = pytest.importorskip("nir")
+    import numpy as np
+
+    from neurodsl.nir_io import NIRError, from_nir, to_nir
+
+    assert issubclass(NIRError, nd.NeuroDSLError)
+    expect(NIRError, "ND501", lambda: to_nir(torch.nn.Sequential(torch.nn.Linear(3, 2), zoo.LIF(reset_mode="soft")),
+                                             (3,)))
+    expect(NIRError, "ND501", lambda: to_nir(zoo.ALIF(), (3,)))
+    leaky = nir.LI(tau=np.ones(2), r=np.ones(2), v_leak=np.zeros(2))
+    expect(NIRError, "ND502", lambda: from_nir(nir.NIRGraph.from_list(leaky)))
+    cyclic = nir.NIRGraph(
+        nodes={"input": nir.Input(np.array([2])), "if": nir.IF(r=np.ones(2), v_threshold=np.ones(2)),
+               "rec": nir.Linear(weight=np.eye(2, dtype=np.float32)), "output": nir.Output(np.array([2]))},
+        edges=[("input", "if"), ("if", "rec"), ("rec", "if"), ("if", "output")])
+    expect(NIRError, "ND503", lambda: from_nir(cyclic))
+
+
+# -- ND6xx: time splitting across processes (neurodsl.distributed) ----------------------------------------
+@covers("ND601", "ND602")
+def test_distributed_errors():
+    from neurodsl.distributed import TimeSplit
+    from neurodsl.errors import DistributedError
+
+    assert issubclass(DistributedError, nd.NeuroDSLError)
+    expect(DistributedError, "ND601", lambda: TimeSplit(zoo.LIF()))                    # spike-driven reset
+    expect(DistributedError, "ND601", lambda: TimeSplit(zoo.QIF.without_reset()()))    # nonlinear charge
+    expect(DistributedError, "ND601", lambda: TimeSplit(torch.nn.Linear(2, 2)))
+    assert not torch.distributed.is_initialized()
+    expect(DistributedError, "ND602", lambda: TimeSplit(zoo.LIFNoReset())(torch.rand(4, 3)))

@@ -1,0 +1,455 @@
+"""Export to and import from NIR, the Neuromorphic Intermediate Representation (``pip install nir``).
+
+:func:`to_nir` turns a model built from ``nn.Sequential``, ``nn.Linear``, ``nn.Conv2d`` (inside
+:class:`~neurodsl.containers.SeqToBatch`), ``nn.Flatten``, ``nn.Identity`` and the zoo's ``LIF``, ``PLIF``,
+``IF`` and ``CubaLIF`` into a ``nir.NIRGraph``. :func:`from_nir` builds a module from a graph: an
+``nn.Sequential`` for a chain, a :class:`NIRGraphModule` for any other acyclic graph. Both work in
+neurodsl's multi-step layout ``[T, batch, *shape]``.
+
+Time convention. NIR neurons are ODEs; one neurodsl step is one forward-Euler step of length ``dt``.
+NIR's LIF, ``tau dv/dt = (v_leak - v) + r I``, becomes ``v[t] = v[t-1] + dt/tau (v_leak - v[t-1] + r I[t])``,
+which is the zoo's LIF with ``tau_steps = tau / dt``, ``v_leak = v_reset`` and ``r = 1`` (decay_input)
+or ``r = tau_steps`` (no decay_input). IF: ``r = 1/dt``. CubaLIF: ``tau_syn = dt / (1 - c_decay)``,
+``tau_mem = dt / (1 - v_decay)``, ``w_in = tau_syn / dt``, ``r = tau_mem / dt``, and the voltage
+integrates the updated current (the convention of snnTorch and SpikingJelly). NIR resets to
+``v_reset``: soft-reset variants are not representable. See docs/nir.md.
+
+>>> import pytest; nir = pytest.importorskip("nir")   # the optional dependency
+>>> import torch, neurodsl as nd
+>>> from neurodsl.nir_io import from_nir, to_nir
+>>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), nd.zoo.LIF(tau=4.0))
+>>> graph = to_nir(net, input_shape=(4,), dt=1e-3)
+>>> {name: type(node).__name__ for name, node in graph.nodes.items()}
+{'input': 'Input', '0': 'Affine', '1': 'LIF', 'output': 'Output'}
+>>> graph.nodes["1"].tau                              # 4 steps of 1 ms
+array([0.004, 0.004, 0.004])
+>>> x = torch.rand(6, 2, 4) * 3
+>>> torch.equal(from_nir(graph, dt=1e-3)(x), net(x))
+True
+"""
+from __future__ import annotations
+
+import functools
+import math
+import operator
+import re
+from collections import OrderedDict
+from collections.abc import Sequence
+from graphlib import CycleError, TopologicalSorter
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import zoo
+from .containers import SeqToBatch, StepLoop
+from .errors import NIRError
+from .neuron import Neuron
+
+try:
+    import nir
+except ImportError:  # optional dependency: the functions say how to install it
+    nir = None
+
+__all__ = ["to_nir", "from_nir", "NIRGraphModule", "NIRError"]
+
+_RTOL, _ATOL = 1e-5, 1e-8  # how close an imported parameter must be to the value a mapping requires
+
+
+class NIRGraphModule(nn.Module):
+    """Runs an acyclic graph of modules in topological order; a node gets the sum of its predecessors' outputs.
+
+    ``edges`` name modules, ``input_name`` and ``output_name``, as in NIR. :func:`from_nir` returns one for
+    graphs that are not a chain, and :func:`to_nir` exports it back.
+
+    >>> block = NIRGraphModule({"a": torch.nn.Identity(), "b": torch.nn.Identity()},
+    ...                        [("in", "a"), ("in", "b"), ("a", "b"), ("a", "out"), ("b", "out")], "in", "out")
+    >>> block(torch.ones(1)).item()                     # a = x, b = x + a, out = a + b
+    3.0
+    """
+
+    def __init__(self, modules: dict[str, nn.Module], edges: Sequence[tuple[str, str]], input_name: str,
+                 output_name: str):
+        super().__init__()
+        self.nodes = nn.ModuleDict(modules)
+        self.edges = [tuple(edge) for edge in edges]
+        self.input_name, self.output_name = input_name, output_name
+        self.predecessors: dict[str, list[str]] = {name: [] for name in [*modules, output_name]}
+        for src, dst in self.edges:
+            self.predecessors[dst].append(src)
+        self.order = [n for n in TopologicalSorter(self.predecessors).static_order() if n in self.nodes]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        values = {self.input_name: x}
+        for name in self.order:
+            values[name] = self.nodes[name](_sum(values[p] for p in self.predecessors[name]))
+        return _sum(values[p] for p in self.predecessors[self.output_name])
+
+
+def _sum(tensors):
+    return functools.reduce(operator.add, tensors)
+
+
+# -- export -----------------------------------------------------------------------------------------------
+def to_nir(model: nn.Module, input_shape: Sequence[int] | torch.Tensor, dt: float = 1.0) -> nir.NIRGraph:
+    """The NIR graph of ``model`` (not run, not changed); raises :class:`NIRError` ND501 for what NIR cannot express.
+
+    ``input_shape`` is the shape of one sample, without time and batch (``(2, 8, 8)``), or a sample input
+    ``[T, B, *shape]``. ``dt`` is the length of one step in NIR's time unit: time constants are
+    ``steps * dt``. The model is read in neurodsl's multi-step layout ``[T, B, *shape]``, so ``nn.Conv2d``
+    must sit inside :class:`~neurodsl.containers.SeqToBatch` (or :class:`~neurodsl.containers.StepLoop`)
+    and ``nn.Flatten`` must start at dim 2 or later (or sit inside one of them). Surrogates, learnable
+    flags, ``detach_reset`` and carried states are not exported.
+
+    >>> import pytest; nir = pytest.importorskip("nir")
+    >>> import neurodsl as nd
+    >>> graph = to_nir(nd.zoo.CubaLIF(c_decay=0.5), (3,), dt=1e-3)
+    >>> cuba = graph.nodes["cubalif"]
+    >>> cuba.tau_syn, cuba.w_in                         # dt / (1 - c_decay), tau_syn / dt
+    (array([0.002, 0.002, 0.002]), array([2., 2., 2.]))
+    """
+    _require_nir()
+    _check_dt(dt)
+    shape = tuple(input_shape.shape[2:]) if isinstance(input_shape, torch.Tensor) else tuple(map(int, input_shape))
+    exporter = _Exporter(dt)
+    exits = exporter.walk(model, "", [exporter.add("input", nir.Input(input_type=np.array(shape)), [])], lead=2)
+    out_shape = exporter.common_shape("output", exits)
+    exporter.add("output", nir.Output(output_type=np.array(out_shape)), exits)
+    return nir.NIRGraph(nodes=exporter.nodes, edges=exporter.edges, type_check=True)
+
+
+class _Exporter:
+    """Walks a model; ``walk`` takes and returns the (node name, per-sample shape) pairs feeding the next module."""
+
+    def __init__(self, dt: float):
+        self.dt = dt
+        self.nodes: dict[str, nir.NIRNode] = {}
+        self.edges: list[tuple[str, str]] = []
+
+    def add(self, name: str, node, preds: list[tuple[str, tuple]]) -> tuple[str, tuple]:
+        while name in self.nodes:
+            name += "_"
+        sources = [p for p, _ in preds]
+        if len(set(sources)) != len(sources):
+            raise NIRError("ND501", f"{name}: gets the same signal twice; NIR sums distinct edges only")
+        self.nodes[name] = node
+        self.edges += [(src, name) for src in sources]
+        return name, tuple(int(n) for n in node.output_type["output"])
+
+    @staticmethod
+    def common_shape(name: str, preds: list[tuple[str, tuple]]) -> tuple:
+        shapes = {shape for _, shape in preds}
+        if len(shapes) != 1:
+            raise NIRError("ND501", f"{name}: sums inputs of different shapes {sorted(shapes)}")
+        return shapes.pop()
+
+    def walk(self, module: nn.Module, name: str, preds: list, lead: int) -> list:
+        """``lead``: dims before the per-sample shape (2 for [T, B], 1 inside SeqToBatch and StepLoop)."""
+        if isinstance(module, (SeqToBatch, StepLoop)):
+            if isinstance(module, SeqToBatch) and any(isinstance(m, Neuron) for m in module.modules()):
+                raise NIRError("ND501", f"{name}: a neuron inside SeqToBatch would see T*B as time")
+            children = list(module.children())
+            if len(children) == 1:  # the wrapper names the node
+                return self.walk(children[0], name, preds, lead=1)
+            lead = 1
+        if isinstance(module, nn.Sequential):
+            for child_name, child in module.named_children():
+                preds = self.walk(child, _join(name, child_name), preds, lead)
+            return preds
+        if isinstance(module, NIRGraphModule):
+            exits = {module.input_name: preds}
+            for key in module.order:
+                feeding = [pair for p in module.predecessors[key] for pair in exits[p]]
+                exits[key] = self.walk(module.nodes[key], _join(name, key), feeding, lead)
+            return [pair for p in module.predecessors[module.output_name] for pair in exits[p]]
+        if isinstance(module, nn.Identity):
+            return preds
+        convert = _EXPORTERS.get(type(module))
+        label = name or type(module).__name__.lower()
+        if convert is None:
+            raise NIRError("ND501", f"{label}: {type(module).__name__} has no NIR counterpart here (supported: "
+                                    f"{', '.join(t.__name__ for t in _EXPORTERS)}, Identity and the containers)")
+        node = convert(self, module, self.common_shape(label, preds), lead, label)
+        return [self.add(label, node, preds)]
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().copy()
+
+
+def _export_linear(ex: _Exporter, m: nn.Linear, shape: tuple, lead: int, label: str):
+    if len(shape) != 1:
+        raise NIRError("ND501", f"{label}: nn.Linear on per-sample shape {shape}; NIR's Affine takes vectors "
+                                "(flatten first)")
+    if m.bias is None:
+        return nir.Linear(weight=_np(m.weight))
+    return nir.Affine(weight=_np(m.weight), bias=_np(m.bias))
+
+
+def _export_conv2d(ex: _Exporter, m: nn.Conv2d, shape: tuple, lead: int, label: str):
+    if lead != 1 or len(shape) != 3:
+        raise NIRError("ND501", f"{label}: nn.Conv2d needs [N, C, H, W]: wrap it in neurodsl.containers."
+                                f"SeqToBatch (got per-sample shape {shape})")
+    if m.padding_mode != "zeros":
+        raise NIRError("ND501", f"{label}: padding_mode={m.padding_mode!r}; NIR pads with zeros")
+    if m.groups != 1:  # nir's type check reads weight.shape[1] as the input channels
+        raise NIRError("ND501", f"{label}: groups={m.groups}; nir's Conv2d type check supports groups=1 only")
+    bias = _np(m.bias) if m.bias is not None else np.zeros(m.out_channels, dtype=np.float32)
+    return nir.Conv2d(input_shape=shape[1:], weight=_np(m.weight), stride=m.stride, padding=m.padding,
+                      dilation=m.dilation, groups=m.groups, bias=bias)
+
+
+def _export_flatten(ex: _Exporter, m: nn.Flatten, shape: tuple, lead: int, label: str):
+    ndim = lead + len(shape)
+    start, end = m.start_dim % ndim, m.end_dim % ndim
+    if start < lead:
+        raise NIRError("ND501", f"{label}: nn.Flatten(start_dim={m.start_dim}) merges the time/batch dims; use "
+                                f"start_dim={lead}")
+    return nir.Flatten(input_type={"input": np.array(shape)}, start_dim=start - lead,
+                       end_dim=-1 if end == ndim - 1 else end - lead)
+
+
+def _per_neuron(m: Neuron, name: str, shape: tuple, label: str) -> np.ndarray:
+    """Parameter ``name`` broadcast to the per-sample ``shape`` (float64)."""
+    value = m.param_value(name).detach().to("cpu", torch.float64)
+    while value.dim() > len(shape) and value.shape[0] == 1:
+        value = value[0]
+    try:
+        return np.broadcast_to(value.numpy(), shape).copy()
+    except ValueError:
+        raise NIRError("ND501", f"{label}: parameter '{name}' of shape {tuple(value.shape)} is not per neuron "
+                                f"of shape {shape}") from None
+
+
+def _hard_reset_params(m: Neuron, shape: tuple, label: str) -> dict[str, np.ndarray]:
+    if dict(m.spec.options).get("reset_mode") != "hard":
+        raise NIRError("ND501", f"{label}: reset_mode='soft' (v -= v_th); NIR neurons reset to v_reset")
+    return {n: _per_neuron(m, n, shape, label) for n in m.spec.params}
+
+
+def _export_lif(ex: _Exporter, m: Neuron, shape: tuple, lead: int, label: str):
+    p = _hard_reset_params(m, shape, label)
+    tau = p["tau"] if "tau" in p else 1.0 + np.exp(-p["w"])  # PLIF: 1/tau = sigmoid(w)
+    decay_input = dict(m.spec.options)["decay_input"]
+    return nir.LIF(tau=tau * ex.dt, r=np.ones_like(tau) if decay_input else tau.copy(), v_leak=p["v_reset"].copy(),
+                   v_threshold=p["v_th"], v_reset=p["v_reset"])
+
+
+def _export_if(ex: _Exporter, m: Neuron, shape: tuple, lead: int, label: str):
+    p = _hard_reset_params(m, shape, label)
+    return nir.IF(r=np.full(shape, 1.0 / ex.dt), v_threshold=p["v_th"], v_reset=p["v_reset"])
+
+
+def _export_cubalif(ex: _Exporter, m: Neuron, shape: tuple, lead: int, label: str):
+    p = {n: _per_neuron(m, n, shape, label) for n in m.spec.params}
+    if np.any(p["c_decay"] == 1) or np.any(p["v_decay"] == 1):
+        raise NIRError("ND501", f"{label}: c_decay or v_decay = 1 (no decay) has no finite NIR time constant")
+    tau_syn, tau_mem = ex.dt / (1 - p["c_decay"]), ex.dt / (1 - p["v_decay"])
+    return nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau_mem, r=tau_mem / ex.dt, v_leak=np.zeros(shape),
+                       v_threshold=p["v_th"], v_reset=np.zeros(shape), w_in=tau_syn / ex.dt)
+
+
+_EXPORTERS = {nn.Linear: _export_linear, nn.Conv2d: _export_conv2d, nn.Flatten: _export_flatten,
+              zoo.LIF: _export_lif, zoo.PLIF: _export_lif, zoo.IF: _export_if, zoo.CubaLIF: _export_cubalif}
+
+
+# -- import -----------------------------------------------------------------------------------------------
+def from_nir(graph: nir.NIRGraph | str | Path, dt: float = 1.0, **neuron_options) -> nn.Module:
+    """A module running ``graph`` (or the graph in a NIR file) on ``[T, B, *shape]`` inputs.
+
+    Chains become an ``nn.Sequential`` named after the graph's nodes, other acyclic graphs a
+    :class:`NIRGraphModule`. ``dt`` must be the step the graph was exported with. Weights and
+    parameters are float32; per-neuron parameter arrays become per-neuron tensors (constant ones become
+    numbers). ``neuron_options`` go to every neuron (e.g. ``surrogate=``, ``backend=``). Raises
+    :class:`NIRError` ND502 for a node without a neurodsl counterpart and ND503 for a graph that is not
+    one-input, one-output and acyclic.
+
+    >>> import pytest, numpy as np; nir = pytest.importorskip("nir")
+    >>> graph = nir.NIRGraph.from_list(nir.Affine(np.eye(2, dtype=np.float32), np.zeros(2, np.float32)),
+    ...                                nir.IF(r=np.full(2, 10.0), v_threshold=np.array([1.0, 2.0])))
+    >>> model = from_nir(graph, dt=0.1)
+    >>> [(name, type(layer).__name__) for name, layer in model.named_children()]
+    [('affine', 'Linear'), ('if', 'IF')]
+    >>> model[1].v_th                               # a per-neuron parameter
+    tensor([1., 2.])
+    >>> model(torch.ones(4, 1, 2)).squeeze(1).T.tolist()   # neuron 0 fires every step, neuron 1 every other
+    [[1.0, 1.0, 1.0, 1.0], [0.0, 1.0, 0.0, 1.0]]
+    """
+    _require_nir()
+    _check_dt(dt)
+    if isinstance(graph, (str, Path)):
+        graph = nir.read(graph)
+    inputs, outputs = list(graph.inputs), list(graph.outputs)
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise NIRError("ND503", f"the graph has {len(inputs)} Input and {len(outputs)} Output nodes; one of each "
+                                "is supported")
+    names = _module_names(graph.nodes)
+    inp, out = names[inputs[0]], names[outputs[0]]
+    modules = {names[key]: _import_node(node, key, dt, neuron_options)
+               for key, node in graph.nodes.items() if names[key] not in (inp, out)}
+    edges = [(names[a], names[b]) for a, b in graph.edges]
+    predecessors: dict[str, list[str]] = {name: [] for name in names.values()}
+    for src, dst in edges:
+        predecessors[dst].append(src)
+    unfed = [n for n, p in predecessors.items() if not p and n != inp]
+    if unfed:
+        raise NIRError("ND503", f"nodes {unfed} have no incoming edge; every node but the Input needs one")
+    if predecessors[inp]:
+        raise NIRError("ND503", f"the Input '{inputs[0]}' has incoming edges")
+    try:
+        TopologicalSorter(predecessors).prepare()
+    except CycleError as err:
+        raise NIRError("ND503", f"the graph has a cycle {err.args[1]}: recurrent graphs need a per-step executor, "
+                                "which neurodsl's multi-step modules are not") from None
+    chain = _chain(edges, inp, out, len(modules))
+    if chain is not None:
+        return nn.Sequential(OrderedDict((name, modules[name]) for name in chain))
+    return NIRGraphModule(modules, edges, inp, out)
+
+
+def _module_names(keys) -> dict[str, str]:
+    """NIR node names made valid as module names ('0.lif' -> '0_lif'), kept unique."""
+    names: dict[str, str] = {}
+    containers = (nn.Sequential(), nn.ModuleDict())
+    for key in keys:
+        name = re.sub(r"\W", "_", key) or "node"
+        if any(hasattr(c, name) for c in containers):  # 'forward', 'training', ...
+            name = f"node_{name}"
+        while name in names.values():
+            name += "_"
+        names[key] = name
+    return names
+
+
+def _chain(edges: list[tuple[str, str]], inp: str, out: str, n_modules: int) -> list[str] | None:
+    """The module names in order if the graph is a single path from ``inp`` to ``out``, else None."""
+    successors: dict[str, list[str]] = {}
+    for src, dst in edges:
+        successors.setdefault(src, []).append(dst)
+    order, node = [], inp
+    while node != out:
+        if len(successors.get(node, [])) != 1:
+            return None
+        node = successors[node][0]
+        order.append(node)
+    return order[:-1] if len(order) - 1 == n_modules and len(edges) == len(order) else None
+
+
+def _import_node(node, key: str, dt: float, options: dict) -> nn.Module:
+    kind = type(node).__name__
+    importer = _IMPORTERS.get(kind)
+    if importer is None:
+        raise NIRError("ND502", f"node '{key}': nir.{kind} has no neurodsl counterpart (supported: "
+                                f"{', '.join(_IMPORTERS)})")
+    return importer(node, key, dt, options)
+
+
+def _f32(array) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(array), dtype=torch.float32)
+
+
+def _ints(value, n: int) -> tuple[int, ...]:
+    items = [int(v) for v in np.atleast_1d(np.asarray(value))]
+    return tuple(items * n if len(items) == 1 else items)
+
+
+def _linear_module(key: str, weight, bias) -> nn.Linear:
+    w = _f32(weight)
+    if w.dim() != 2:
+        raise NIRError("ND502", f"node '{key}': weight of shape {tuple(w.shape)}; only 2-D weights are supported")
+    linear = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        linear.weight.copy_(w)
+        if bias is not None:
+            linear.bias.copy_(_f32(bias))
+    return linear
+
+
+def _import_conv2d(node, key, dt, options) -> nn.Module:
+    w = _f32(node.weight)
+    padding = node.padding.decode() if isinstance(node.padding, bytes) else node.padding
+    groups = int(node.groups)
+    conv = nn.Conv2d(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]), stride=_ints(node.stride, 2),
+                     padding=padding if isinstance(padding, str) else _ints(padding, 2),
+                     dilation=_ints(node.dilation, 2), groups=groups)
+    with torch.no_grad():
+        conv.weight.copy_(w)
+        conv.bias.copy_(_f32(node.bias))
+    return SeqToBatch(conv)
+
+
+def _import_flatten(node, key, dt, options) -> nn.Module:
+    start, end = int(node.start_dim), int(node.end_dim)
+    return nn.Flatten(start + 2 if start >= 0 else start, end + 2 if end >= 0 else end)  # after [T, B]
+
+
+def _close(a, b) -> bool:
+    return bool(np.allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=_RTOL, atol=_ATOL))
+
+
+def _require(ok: bool, key: str, kind: str, rule: str) -> None:
+    if not ok:
+        raise NIRError("ND502", f"node '{key}': nir.{kind} needs {rule} to map to neurodsl's {kind}")
+
+
+def _param(key: str, name: str, values) -> float | torch.Tensor:
+    """A number if all neurons agree, else a float32 tensor without the axes along which values are constant."""
+    a = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(a)):
+        raise NIRError("ND502", f"node '{key}': '{name}' is not finite")
+    if a.size and np.all(a == a.flat[0]):
+        return float(a.flat[0])
+    for axis in range(a.ndim):
+        if np.all(a == np.take(a, [0], axis=axis)):
+            a = np.take(a, [0], axis=axis)
+    while a.ndim and a.shape[0] == 1:
+        a = a[0]
+    return torch.tensor(a, dtype=torch.float32)
+
+
+def _import_lif(node, key, dt, options) -> Neuron:
+    tau = np.asarray(node.tau, np.float64) / dt
+    decay_input = _close(node.r, 1.0)
+    _require(decay_input or _close(node.r, tau), key, "LIF", "r = 1 (decay_input=True) or r = tau/dt")
+    _require(_close(node.v_leak, node.v_reset), key, "LIF", "v_leak = v_reset")
+    return zoo.LIF(tau=_param(key, "tau", tau), v_th=_param(key, "v_threshold", node.v_threshold),
+                   v_reset=_param(key, "v_reset", node.v_reset), decay_input=decay_input, reset_mode="hard",
+                   **options)
+
+
+def _import_if(node, key, dt, options) -> Neuron:
+    _require(_close(np.asarray(node.r, np.float64) * dt, 1.0), key, "IF", "r = 1/dt")
+    return zoo.IF(v_th=_param(key, "v_threshold", node.v_threshold), v_reset=_param(key, "v_reset", node.v_reset),
+                  reset_mode="hard", **options)
+
+
+def _import_cubalif(node, key, dt, options) -> Neuron:
+    tau_syn, tau_mem = np.asarray(node.tau_syn, np.float64), np.asarray(node.tau_mem, np.float64)
+    _require(_close(node.v_leak, 0.0) and _close(node.v_reset, 0.0), key, "CubaLIF", "v_leak = v_reset = 0")
+    _require(_close(node.r, tau_mem / dt) and _close(node.w_in, tau_syn / dt), key, "CubaLIF",
+             "r = tau_mem/dt and w_in = tau_syn/dt")
+    return zoo.CubaLIF(c_decay=_param(key, "c_decay", 1 - dt / tau_syn),
+                       v_decay=_param(key, "v_decay", 1 - dt / tau_mem),
+                       v_th=_param(key, "v_threshold", node.v_threshold), **options)
+
+
+_IMPORTERS = {"Affine": lambda node, key, dt, options: _linear_module(key, node.weight, node.bias),
+              "Linear": lambda node, key, dt, options: _linear_module(key, node.weight, None),
+              "Conv2d": _import_conv2d, "Flatten": _import_flatten,
+              "LIF": _import_lif, "IF": _import_if, "CubaLIF": _import_cubalif}
+
+
+# -- shared -----------------------------------------------------------------------------------------------
+def _require_nir() -> None:
+    if nir is None:
+        raise ImportError("neurodsl.nir_io needs the 'nir' package: pip install nir")
+
+
+def _check_dt(dt: float) -> None:
+    if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not math.isfinite(dt) or dt <= 0:
+        raise ValueError(f"dt must be a positive number, got {dt!r}")

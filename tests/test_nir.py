@@ -1,0 +1,299 @@
+"""NIR export / import (neurodsl.nir_io): round trips, files, hand-built graphs against Euler references, errors."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import neurodsl as nd
+from neurodsl import zoo
+from neurodsl.containers import SeqToBatch, StepLoop
+
+nir = pytest.importorskip("nir")
+from neurodsl.nir_io import NIRError, NIRGraphModule, from_nir, to_nir  # noqa: E402
+
+DT = 1e-3
+
+
+def run(model, x):
+    nd.reset_states(model)
+    return model(x)
+
+
+def assert_same_model(a: nn.Module, b: nn.Module):
+    """Same layer types, neuron variants and parameter values (shapes included) in the same order."""
+    layers_a = [m for m in a.modules() if not list(m.children())]
+    layers_b = [m for m in b.modules() if not list(m.children())]
+    assert [type(m) for m in layers_a] == [type(m) for m in layers_b]
+    for m, n in zip(layers_a, layers_b):
+        if isinstance(m, nd.Neuron):
+            assert m.spec.options == n.spec.options
+            for name in m.spec.params:
+                assert torch.equal(m.param_value(name).detach(), n.param_value(name)), name
+        else:
+            for (name, p), (_, q) in zip(m.named_parameters(), n.named_parameters()):
+                assert torch.equal(p.detach(), q.detach()), name
+
+
+def mlp(decay_input: bool) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(6, 5),
+        zoo.LIF(tau=torch.tensor([1.5, 2.0, 3.0, 4.0, 8.0]), v_th=0.3, v_reset=-0.2, decay_input=decay_input),
+        nn.Linear(5, 4, bias=False),
+        zoo.IF(v_th=torch.tensor([0.1, 0.2, 0.3, 0.4]), v_reset=0.05),
+    )
+
+
+@pytest.mark.parametrize("decay_input", [True, False])
+def test_linear_lif_if_round_trip(decay_input):
+    model = mlp(decay_input)
+    graph = to_nir(model, (6,), dt=DT)
+    assert [type(n).__name__ for n in graph.nodes.values()] == ["Input", "Affine", "LIF", "Linear", "IF", "Output"]
+    lif = graph.nodes["1"]
+    np.testing.assert_allclose(lif.tau, [1.5e-3, 2e-3, 3e-3, 4e-3, 8e-3])
+    np.testing.assert_allclose(lif.r, 1.0 if decay_input else [1.5, 2.0, 3.0, 4.0, 8.0])
+    np.testing.assert_allclose(lif.v_leak, -0.2, rtol=1e-6)
+    np.testing.assert_allclose(graph.nodes["3"].r, 1 / DT)
+    back = from_nir(graph, dt=DT)
+    assert isinstance(back, nn.Sequential) and list(dict(back.named_children())) == ["0", "1", "2", "3"]
+    assert_same_model(model, back)
+    x = torch.rand(12, 3, 6) * 4
+    spikes = run(model, x)
+    assert 0 < spikes.mean() < 1 and torch.equal(spikes, run(back, x))
+
+
+@pytest.mark.parametrize("flatten", [nn.Flatten(2), SeqToBatch(nn.Flatten())], ids=["Flatten(2)", "SeqToBatch"])
+def test_conv_flatten_linear_cubalif_round_trip(flatten):
+    torch.manual_seed(1)
+    model = nn.Sequential(
+        SeqToBatch(nn.Conv2d(2, 3, 3, padding=1)),
+        zoo.LIF(tau=torch.tensor([2.0, 3.0, 5.0]).reshape(3, 1, 1), v_th=0.2),   # per channel
+        flatten,
+        nn.Linear(48, 5),
+        zoo.CubaLIF(c_decay=torch.tensor([0.3, 0.5, 0.6, 0.7, 0.9]), v_decay=0.8, v_th=0.1),
+    )
+    graph = to_nir(model, torch.zeros(1, 1, 2, 4, 4), dt=DT)
+    assert [type(n).__name__ for n in graph.nodes.values()] == ["Input", "Conv2d", "LIF", "Flatten", "Affine",
+                                                               "CubaLIF", "Output"]
+    assert graph.nodes["1"].tau.shape == (3, 4, 4) and graph.nodes["2"].start_dim == 0
+    cuba = graph.nodes["4"]
+    np.testing.assert_allclose(cuba.tau_syn, DT / (1 - np.array([0.3, 0.5, 0.6, 0.7, 0.9], np.float32)))
+    np.testing.assert_allclose(cuba.w_in, cuba.tau_syn / DT)
+    np.testing.assert_allclose(cuba.r, cuba.tau_mem / DT)
+    back = from_nir(graph, dt=DT)
+    assert isinstance(back[0], SeqToBatch) and isinstance(back[2], nn.Flatten)
+    assert back[1].tau.shape == (3, 1, 1) and back[4].v_decay.shape == ()
+    assert_same_model(model, back)
+    x = (torch.rand(10, 2, 2, 4, 4) < 0.5).float() * 2
+    spikes = run(model, x)
+    assert spikes.sum() > 0 and torch.equal(spikes, run(back, x))
+
+
+def test_soft_reset_is_not_exported_and_plif_becomes_lif():
+    for soft in (zoo.LIF(reset_mode="soft"), zoo.IF(reset_mode="soft")):
+        with pytest.raises(NIRError) as info:
+            to_nir(nn.Sequential(nn.Linear(3, 2), soft), (3,))
+        assert info.value.code == "ND501" and "soft" in str(info.value)
+    plif = nn.Sequential(nn.Linear(3, 2), zoo.PLIF(w=torch.tensor([0.5, -1.0]), decay_input=False, v_reset=0.2))
+    back = from_nir(to_nir(plif, (3,), dt=DT), dt=DT)
+    assert type(back[1]) is zoo.LIF
+    torch.testing.assert_close(back[1].tau, 1 / torch.sigmoid(torch.tensor([0.5, -1.0])))
+    x = torch.rand(15, 4, 3) * 3
+    assert torch.equal(run(plif, x), run(back, x))
+
+
+def test_write_read_import(tmp_path):
+    model = mlp(decay_input=True)
+    path = tmp_path / "mlp.nir"
+    nir.write(path, to_nir(model, (6,), dt=DT))
+    loaded = nir.read(path)
+    assert set(loaded.nodes) == {"input", "0", "1", "2", "3", "output"}
+    x = torch.rand(9, 2, 6) * 2
+    expected = run(model, x)
+    assert torch.equal(run(from_nir(loaded, dt=DT), x), expected)
+    assert torch.equal(run(from_nir(path, dt=DT), x), expected)      # a path is read for you
+
+
+def test_conv_graph_survives_a_file(tmp_path):
+    model = nn.Sequential(SeqToBatch(nn.Conv2d(1, 2, 3, stride=2, padding=1, bias=False)), nn.Flatten(2),
+                          nn.Linear(8, 3), zoo.IF(v_th=0.5))
+    nir.write(tmp_path / "conv.nir", to_nir(model, (1, 4, 4), dt=DT))
+    back = from_nir(tmp_path / "conv.nir", dt=DT)
+    assert back[0][0].stride == (2, 2) and back[0][0].padding == (1, 1)
+    x = torch.rand(6, 2, 1, 4, 4)
+    assert torch.equal(run(model, x), run(back, x))
+
+
+def test_multi_layer_seq_to_batch_and_step_loop_export():
+    torch.manual_seed(2)
+    model = nn.Sequential(SeqToBatch(nn.Conv2d(1, 2, 3), nn.Flatten()),
+                          StepLoop(nn.Linear(8, 3), zoo.LIF(step_mode="s", v_th=0.2)))
+    graph = to_nir(model, (1, 4, 4), dt=DT)
+    assert list(graph.nodes) == ["input", "0.0", "0.1", "1.0", "1.1", "output"]
+    back = from_nir(graph, dt=DT)
+    x = torch.rand(8, 2, 1, 4, 4) * 2
+    spikes = run(model, x)
+    assert 0 < spikes.mean() < 1 and torch.equal(spikes, run(back, x))
+
+
+def euler_lif(x, tau, r, v_leak, v_th, v_reset, dt):
+    """NIR's LIF, tau dv/dt = (v_leak - v) + r I, by forward Euler; spike when v > v_th, then v = v_reset."""
+    v, spikes, vs = torch.broadcast_to(v_reset, x.shape[1:]).clone(), [], []
+    for xt in x:
+        v = v + dt / tau * (v_leak - v + r * xt)
+        s = (v > v_th).to(x.dtype)
+        v = torch.where(s > 0, v_reset, v)
+        spikes.append(s)
+        vs.append(v)
+    return torch.stack(spikes), torch.stack(vs)
+
+
+@pytest.mark.parametrize("r_is_tau_over_dt", [False, True], ids=["r=1", "r=tau/dt"])
+def test_hand_built_affine_lif_matches_forward_euler(r_is_tau_over_dt):
+    dt = 0.5e-3
+    rng = np.random.default_rng(3)
+    weight, bias = rng.normal(size=(4, 3)).astype(np.float32), np.array([0.1, 0.0, -0.1, 0.2], np.float32)
+    tau = np.array([1e-3, 2e-3, 4e-3, 1e-2])
+    r = tau / dt if r_is_tau_over_dt else np.ones(4)
+    v_rest = np.full(4, -0.1)
+    threshold = np.array([0.2, 0.4, 0.6, 0.8])
+    graph = nir.NIRGraph(
+        nodes={"in": nir.Input(input_type=np.array([3])), "fc": nir.Affine(weight=weight, bias=bias),
+               "lif": nir.LIF(tau=tau, r=r, v_leak=v_rest, v_threshold=threshold, v_reset=v_rest),
+               "out": nir.Output(output_type=np.array([4]))},
+        edges=[("in", "fc"), ("fc", "lif"), ("lif", "out")])
+    model = from_nir(graph, dt=dt, store_state_seqs=True)
+    assert model.lif.spec.options == (("decay_input", not r_is_tau_over_dt), ("reset_mode", "hard"))
+    x = torch.rand(40, 5, 3, dtype=torch.float64) * (0.5 if r_is_tau_over_dt else 2.0)
+    current = x @ torch.from_numpy(weight).double().T + torch.from_numpy(bias).double()
+    ref_spikes, ref_v = euler_lif(current, *map(torch.from_numpy, (tau, r, v_rest, threshold, v_rest)), dt)
+    spikes = model(x.float())
+    assert 0 < ref_spikes.mean() < 1
+    assert torch.equal(spikes, ref_spikes.float())
+    torch.testing.assert_close(model.lif.state_seqs["v"], ref_v.float(), atol=1e-5, rtol=1e-5)
+
+
+def test_hand_built_cubalif_matches_its_euler_convention():
+    """I integrates first; v integrates the updated I (as snnTorch and SpikingJelly discretise CubaLIF)."""
+    dt = 1e-3
+    tau_syn, tau_mem = np.array([2e-3, 5e-3, 1e-2]), np.array([4e-3, 4e-3, 2e-2])
+    threshold = np.array([0.5, 1.0, 1.5])
+    graph = nir.NIRGraph.from_list(
+        nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau_mem, r=tau_mem / dt, v_leak=np.zeros(3), v_threshold=threshold,
+                    w_in=tau_syn / dt))
+    model = from_nir(graph, dt=dt)
+    x = torch.rand(50, 4, 3, dtype=torch.float64)
+    i = v = torch.zeros(4, 3, dtype=torch.float64)
+    t_syn, t_mem, w_in, r, thr = map(torch.from_numpy, (tau_syn, tau_mem, tau_syn / dt, tau_mem / dt, threshold))
+    ref = []
+    for xt in x:
+        i = i + dt / t_syn * (-i + w_in * xt)
+        v = v + dt / t_mem * (0.0 - v + r * i)
+        s = (v > thr).double()
+        v = torch.where(s > 0, 0.0, v)
+        ref.append(s)
+    ref = torch.stack(ref)
+    assert 0 < ref.mean() < 1 and torch.equal(model(x.float()), ref.float())
+
+
+def skip_graph() -> nir.NIRGraph:
+    """in -> a -> lif1 -> b -> lif2 -> out, plus in -> c -> lif2: lif2 gets b(...) + c(x)."""
+    rng = np.random.default_rng(7)
+
+    def affine(n_out, n_in):
+        return nir.Affine(weight=rng.uniform(-0.5, 1.0, size=(n_out, n_in)).astype(np.float32),
+                          bias=rng.normal(size=n_out).astype(np.float32) * 0.1)
+
+    def lif(n):
+        return nir.LIF(tau=np.full(n, 3 * DT), r=np.ones(n), v_leak=np.zeros(n), v_threshold=np.full(n, 0.3))
+
+    return nir.NIRGraph(
+        nodes={"input": nir.Input(input_type=np.array([4])), "a": affine(3, 4), "lif1": lif(3), "b": affine(3, 3),
+               "c": affine(3, 4), "lif2": lif(3), "output": nir.Output(output_type=np.array([3]))},
+        edges=[("input", "a"), ("a", "lif1"), ("lif1", "b"), ("b", "lif2"), ("input", "c"), ("c", "lif2"),
+               ("lif2", "output")])
+
+
+def test_dag_import_sums_inputs_and_exports_back():
+    model = from_nir(skip_graph(), dt=DT)
+    assert isinstance(model, NIRGraphModule)
+    n = model.nodes
+    x = torch.rand(20, 3, 4) * 2
+    expected = n["lif2"](n["b"](n["lif1"](n["a"](x))) + n["c"](x))
+    assert 0 < expected.mean() < 1 and torch.equal(run(model, x), expected)
+    graph = to_nir(model, (4,), dt=DT)
+    assert sorted(graph.edges) == sorted(skip_graph().edges)
+    assert torch.equal(run(from_nir(graph, dt=DT), x), expected)
+
+
+def test_neuron_options_reach_every_neuron():
+    model = from_nir(to_nir(mlp(True), (6,), dt=DT), dt=DT, surrogate=nd.surrogate.Sigmoid(alpha=3.0),
+                     backend="torch")
+    assert all(isinstance(m.surrogate, nd.surrogate.Sigmoid) and m.backend == "torch" for m in nd.neurons(model))
+
+
+def test_export_leaves_the_model_alone_and_accepts_identity():
+    model = nn.Sequential(nn.Identity(), nn.Linear(3, 2), zoo.LIF(), nn.Identity())
+    model(torch.rand(4, 2, 3))
+    v = model[2].v.clone()
+    graph = to_nir(model, (3,), dt=DT)
+    assert list(graph.nodes) == ["input", "1", "2", "output"] and torch.equal(model[2].v, v)
+
+
+def expect_code(code, fn):
+    with pytest.raises(NIRError) as info:
+        fn()
+    assert info.value.code == code and isinstance(info.value, nd.NeuroDSLError)
+    return info.value
+
+
+def test_export_errors():
+    seq = nn.Sequential
+    expect_code("ND501", lambda: to_nir(seq(nn.Linear(3, 2), zoo.ALIF()), (3,)))
+    expect_code("ND501", lambda: to_nir(seq(nn.Linear(3, 2), nn.ReLU()), (3,)))
+    expect_code("ND501", lambda: to_nir(seq(nn.Conv2d(1, 2, 3)), (1, 5, 5)))                   # not in SeqToBatch
+    expect_code("ND501", lambda: to_nir(seq(SeqToBatch(nn.Conv2d(2, 2, 3, groups=2))), (2, 5, 5)))
+    expect_code("ND501", lambda: to_nir(seq(SeqToBatch(seq(nn.Conv2d(1, 2, 3), zoo.LIF()))), (1, 5, 5)))
+    expect_code("ND501", lambda: to_nir(seq(nn.Flatten()), (2, 3)))                            # merges T and B
+    expect_code("ND501", lambda: to_nir(seq(nn.Linear(3, 2)), (4, 3)))                         # Linear on 2-D
+    expect_code("ND501", lambda: to_nir(zoo.CubaLIF(c_decay=1.0), (3,)))
+    expect_code("ND501", lambda: to_nir(zoo.LIF(tau=torch.ones(2, 3) * 2), (3,)))              # not per neuron
+    with pytest.raises(ValueError):
+        to_nir(zoo.LIF(), (3,), dt=0.0)
+
+
+def test_import_errors():
+    lif = dict(tau=np.full(2, 2.0), v_threshold=np.ones(2))
+    expect_code("ND502", lambda: from_nir(nir.NIRGraph.from_list(nir.LI(tau=np.ones(2), r=np.ones(2),
+                                                                        v_leak=np.zeros(2)))))
+    expect_code("ND502", lambda: from_nir(nir.NIRGraph.from_list(nir.LIF(r=np.full(2, 3.0), v_leak=np.zeros(2),
+                                                                         **lif))))
+    expect_code("ND502", lambda: from_nir(nir.NIRGraph.from_list(nir.LIF(r=np.ones(2), v_leak=np.ones(2), **lif))))
+    expect_code("ND502", lambda: from_nir(nir.NIRGraph.from_list(nir.IF(r=np.ones(2), v_threshold=np.ones(2))),
+                                          dt=0.5))
+    cuba = dict(tau_syn=np.full(2, 2.0), tau_mem=np.full(2, 4.0), v_leak=np.zeros(2), v_threshold=np.ones(2))
+    expect_code("ND502", lambda: from_nir(nir.NIRGraph.from_list(nir.CubaLIF(r=np.ones(2), **cuba))))
+    assert isinstance(from_nir(nir.NIRGraph.from_list(nir.CubaLIF(r=np.full(2, 4.0), w_in=2.0, **cuba))), nn.Module)
+    inner = nir.NIRGraph.from_list(nir.IF(r=np.ones(2), v_threshold=np.ones(2)))
+    expect_code("ND502", lambda: from_nir(nir.NIRGraph(nodes={"input": nir.Input(np.array([2])), "sub": inner,
+                                                              "output": nir.Output(np.array([2]))},
+                                                       edges=[("input", "sub"), ("sub", "output")])))
+
+
+def test_graph_structure_errors():
+    two_inputs = nir.NIRGraph(
+        nodes={"x": nir.Input(np.array([2])), "y": nir.Input(np.array([2])), "out": nir.Output(np.array([2]))},
+        edges=[("x", "out"), ("y", "out")])
+    expect_code("ND503", lambda: from_nir(two_inputs))
+    recurrent = nir.NIRGraph(
+        nodes={"input": nir.Input(np.array([2])),
+               "lif": nir.LIF(tau=np.full(2, 2.0), r=np.ones(2), v_leak=np.zeros(2), v_threshold=np.ones(2)),
+               "rec": nir.Linear(weight=np.eye(2, dtype=np.float32)), "output": nir.Output(np.array([2]))},
+        edges=[("input", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "output")])
+    err = expect_code("ND503", lambda: from_nir(recurrent))
+    assert "cycle" in str(err)
+    eye = np.eye(2, dtype=np.float32)
+    unfed = nir.NIRGraph(nodes={"input": nir.Input(np.array([2])), "a": nir.Linear(eye), "b": nir.Linear(eye),
+                                "output": nir.Output(np.array([2]))},
+                         edges=[("input", "a"), ("a", "output"), ("b", "output")], type_check=False)
+    expect_code("ND503", lambda: from_nir(unfed))
