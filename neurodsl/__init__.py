@@ -6,7 +6,8 @@ kernels with derived gradients, wrapped as an ``nn.Module``.
 >>> layer(torch.randn(4, 2, 3)).shape
 torch.Size([4, 2, 3])
 """
-from . import psn, surrogate, zoo
+from . import containers, psn, surrogate, zoo
+from .containers import SeqToBatch, StepLoop, replace_lif_nodes
 from .errors import BackendError, CodegenError, DistributedError, InputError, NeuroDSLError, NIRError, SpecError
 from .functional import detach_states, neurons, reset_states, set_step_mode
 from .mathfns import atan, clamp, erf, erfc, exp, log, maximum, minimum, relu, sigmoid, sqrt, tanh, where
@@ -16,7 +17,7 @@ from .spec import NeuronSpec, Param, State
 
 __version__ = "0.1.0"
 
-__all__ = ["psn", "Neuron", "State", "Param", "NeuronSpec", "surrogate", "zoo", "reference_run", "reset_states",
+__all__ = ["containers", "SeqToBatch", "StepLoop", "replace_lif_nodes", "psn", "Neuron", "State", "Param", "NeuronSpec", "surrogate", "zoo", "reference_run", "reset_states",
            "detach_states", "set_step_mode", "neurons", "NeuroDSLError", "SpecError", "InputError",
            "BackendError", "CodegenError", "DistributedError", "NIRError", "exp", "log", "sqrt", "sigmoid", "tanh", "relu", "clamp", "minimum",
            "maximum", "where", "erf", "erfc", "atan"]

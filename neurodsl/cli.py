@@ -1,4 +1,4 @@
-"""The ``neurodsl`` command line: demo, compile, show, check, cache.
+"""The ``neurodsl`` command line: demo, compile, show, check, plot, cache.
 
 Run ``neurodsl --help``. On a machine without CUDA the CLI enables the Triton
 interpreter (``TRITON_INTERPRET=1``) so the Triton kernels run on the CPU too.
@@ -6,6 +6,7 @@ interpreter (``TRITON_INTERPRET=1``) so the Triton kernels run on the CPU too.
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import inspect
 import os
@@ -21,8 +22,19 @@ def _enable_interpreter_without_cuda() -> None:
 
 
 def load_neuron(name: str):
-    """A zoo class by name (``ALIF``) or a class from a file (``path.py`` or ``path.py:Class``)."""
+    """A zoo class by name (``ALIF``), from a file (``path.py`` or ``path.py:Class``) or a module (``pkg.mod:Class``)."""
     import neurodsl as nd
+    if ".py" not in name and ":" in name:
+        module_name, _, cls_name = name.partition(":")
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())  # as `python -m` does: modules in the current directory
+        try:
+            cls = getattr(importlib.import_module(module_name), cls_name)
+        except (ImportError, AttributeError) as err:
+            raise SystemExit(f"neurodsl: cannot load {name}: {err}") from err
+        if not (inspect.isclass(cls) and issubclass(cls, nd.Neuron)):
+            raise SystemExit(f"neurodsl: {name} is not a neurodsl Neuron class")
+        return [cls]
     if ".py" not in name:
         for cls in nd.zoo.ALL:
             if cls.__name__.lower() == name.lower():
@@ -178,6 +190,21 @@ def cmd_check(args) -> int:
     return 1 if failures else 0
 
 
+def cmd_plot(args) -> int:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise SystemExit("neurodsl plot needs matplotlib: pip install -e '.[examples]' -c constraints.txt") from None
+    from .plot import plot_step_response
+    cls = load_neuron(args.target)[0]
+    out = args.out or f"{cls.__name__}.png"
+    plot_step_response(cls, out, steps=args.steps, amplitude=args.amplitude, neurons=args.neurons,
+                       **_default_kwargs(cls))
+    print(f"wrote {out}: {cls.__name__}, {args.neurons} neurons, {args.steps} steps, step input up to "
+          f"{args.amplitude:g}")
+    return 0
+
+
 def cmd_cache(args) -> int:
     from kernels_gen import cache
     if args.action == "clear":
@@ -204,6 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target")
     p.add_argument("--backend", nargs="+", choices=("torch", "triton"), default=["torch", "triton"])
     p.add_argument("--trials", type=int, default=3)
+    p = sub.add_parser("plot", help="PNG of a neuron's states and spikes for a step input (needs matplotlib)")
+    p.add_argument("target", help="zoo name (e.g. LIF), FILE.py[:Class] or module:Class")
+    p.add_argument("--out", help="PNG path (default NAME.png)")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--amplitude", type=float, default=2.0, help="largest step height; neuron i gets (i+1)/n of it")
+    p.add_argument("--neurons", type=int, default=4)
     p = sub.add_parser("cache", help="list or clear cached kernel sources")
     p.add_argument("action", choices=("list", "clear"))
     return parser
@@ -213,7 +246,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     _enable_interpreter_without_cuda()
     from .errors import NeuroDSLError
-    handlers = {"demo": cmd_demo, "compile": cmd_compile, "show": cmd_show, "check": cmd_check, "cache": cmd_cache}
+    handlers = {"demo": cmd_demo, "compile": cmd_compile, "show": cmd_show, "check": cmd_check, "plot": cmd_plot,
+                "cache": cmd_cache}
     try:
         return handlers[args.command](args)
     except NeuroDSLError as err:
