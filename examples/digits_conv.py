@@ -12,14 +12,13 @@ Needs scikit-learn: ``pip install -e ".[examples]" -c constraints.txt``. Runs on
 """
 from __future__ import annotations
 
-import argparse
-import time
-
 import torch
 from torch import nn
 
 import neurodsl as nd
 from neurodsl.containers import SeqToBatch
+
+import training  # examples/training.py: what the training examples share
 
 
 class ExpLeak(nd.Neuron):
@@ -57,71 +56,29 @@ def conv_snn(kind: str, width: int, classes: int = 10) -> nn.Sequential:
     )
 
 
-def load_data(limit: int | None, seed: int):
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-    digits = load_digits()
-    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0   # [1797, 1, 8, 8] in [0, 1]
-    y = torch.tensor(digits.target)
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.2, stratify=y, random_state=seed)
-    if limit:
-        x_tr, y_tr, x_te, y_te = x_tr[:limit], y_tr[:limit], x_te[:limit // 2], y_te[:limit // 2]
-    return x_tr, y_tr, x_te, y_te
-
-
-def run_epoch(model, x, y, T, batch_size, optimizer=None) -> float:
-    """One pass over (x, y); trains when an optimizer is given. Returns the accuracy."""
-    model.train(optimizer is not None)
-    order = torch.randperm(len(x)) if optimizer else torch.arange(len(x))
-    correct = 0
-    with torch.set_grad_enabled(optimizer is not None):
-        for i in range(0, len(x), batch_size):
-            idx = order[i:i + batch_size]
-            inputs = x[idx].unsqueeze(0).repeat(T, 1, 1, 1, 1)        # direct encoding: [T, B, 1, 8, 8]
-            nd.reset_states(model)                                   # every batch is a new sequence
-            logits = model(inputs).mean(0)
-            if optimizer:
-                loss = nn.functional.cross_entropy(logits, y[idx])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-            correct += int((logits.argmax(1) == y[idx]).sum())
-    return correct / len(x)
+def direct_encoding(images: torch.Tensor, T: int) -> torch.Tensor:
+    """Images [N, 8, 8] -> [T, N, 1, 8, 8]: the same one-channel image is the input at each of the T steps."""
+    return images.unsqueeze(1).unsqueeze(0).repeat(T, 1, 1, 1, 1)
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = training.options(__doc__, epochs=8, lr=5e-3, tiny="1 epoch, 256 training images, T=2 (seconds)")
     p.add_argument("--neuron", choices=("lif", "custom"), default="lif")
-    p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--T", type=int, default=4, help="time steps")
     p.add_argument("--width", type=int, default=16, help="channels of the first conv")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=5e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tiny", action="store_true", help="1 epoch, 256 training images, T=2 (seconds)")
     args = p.parse_args(argv)
-    limit = None
     if args.tiny:
-        args.epochs, args.T, args.width, limit = 1, 2, 4, 256
+        args.epochs, args.T, args.width = 1, 2, 4
 
-    torch.manual_seed(args.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    x_tr, y_tr, x_te, y_te = (t.to(device) for t in load_data(limit, args.seed))
+    device = training.device()
+    digits = training.load_digits_split(limit=256 if args.tiny else None, seed=args.seed)
+    x_tr, y_tr, x_te, y_te = (t.to(device) for t in digits)
+    train, test = (direct_encoding(x_tr, args.T), y_tr), (direct_encoding(x_te, args.T), y_te)
+    torch.manual_seed(args.seed)                                     # the initial weights
     model = conv_snn(args.neuron, args.width).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs)
-    print(f"digits: {len(x_tr)} train / {len(x_te)} test images, T={args.T}, neuron={args.neuron}, device={device}")
-    times = []
-    for epoch in range(args.epochs):
-        t0 = time.perf_counter()
-        train_acc = run_epoch(model, x_tr, y_tr, args.T, args.batch_size, optimizer)
-        scheduler.step()
-        times.append(time.perf_counter() - t0)
-        test_acc = run_epoch(model, x_te, y_te, args.T, 256)
-        print(f"epoch {epoch + 1:>2}  train acc {train_acc:.3f}  test acc {test_acc:.3f}  {times[-1]:.1f} s")
-    per_epoch = sorted(times)[len(times) // 2]
-    print(f"final test accuracy {test_acc:.3f}, {per_epoch:.1f} s per training epoch (median; {args.neuron})")
-    return dict(test_acc=test_acc, train_acc=train_acc, seconds_per_epoch=per_epoch)
+    print(f"digits: {len(y_tr)} train / {len(y_te)} test images, T={args.T}, neuron={args.neuron}, device={device}")
+    return training.fit(model, train, test, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                        summary=args.neuron)
 
 
 if __name__ == "__main__":

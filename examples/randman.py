@@ -13,15 +13,14 @@ Runs on CUDA when available.
 """
 from __future__ import annotations
 
-import argparse
-import time
-
 import numpy as np
 import torch
 from torch import nn
 
 import neurodsl as nd
 from neurodsl.containers import SeqToBatch
+
+import training  # examples/training.py: what the training examples share
 
 
 def randman(classes=10, units=50, steps=200, samples=100, dim=1, alpha=2.0, seed=0):
@@ -63,46 +62,23 @@ def network(neuron: nn.Module, units: int, hidden: int, classes: int) -> nn.Sequ
                          nn.Linear(hidden, classes))
 
 
-def run_epoch(model, x, y, batch_size, optimizer=None) -> float:
-    model.train(optimizer is not None)
-    order = torch.randperm(x.shape[1]) if optimizer else torch.arange(x.shape[1])
-    correct = 0
-    with torch.set_grad_enabled(optimizer is not None):
-        for i in range(0, x.shape[1], batch_size):
-            idx = order[i:i + batch_size]
-            nd.reset_states(model)
-            logits = model(x[:, idx]).mean(0)
-            if optimizer:
-                loss = nn.functional.cross_entropy(logits, y[idx])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-            correct += int((logits.argmax(1) == y[idx]).sum())
-    return correct / x.shape[1]
-
-
 def train(name, data, args, device) -> dict:
+    """Train and test one model; prints a line per epoch, returns the row of the summary table."""
     x_tr, y_tr, x_te, y_te = data
     torch.manual_seed(args.seed)
     neuron = MODELS[name](args.steps, args.tau)
     model = network(neuron, x_tr.shape[2], args.hidden, args.classes).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs)
-    times = []
-    for epoch in range(args.epochs):
-        t0 = time.perf_counter()
-        train_acc = run_epoch(model, x_tr, y_tr, args.batch_size, optimizer)
-        scheduler.step()
-        times.append(time.perf_counter() - t0)
-        print(f"  {name:<18} epoch {epoch + 1:>2}  train acc {train_acc:.3f}  {times[-1]:.2f} s", flush=True)
-    test_acc = run_epoch(model, x_te, y_te, 256)
+    epoch_line = f"  {name:<18} " + "epoch {epoch:>2}  train acc {train_acc:.3f}  {seconds:.2f} s"
+    result = training.fit(model, (x_tr, y_tr), (x_te, y_te), epochs=args.epochs, lr=args.lr,
+                          batch_size=args.batch_size, test_each_epoch=False, epoch_line=epoch_line)
     form = getattr(neuron, "last_form", {}).get("form", "GEMM over T")
-    return dict(model=name, form=form, params=sum(p.numel() for p in model.parameters()), train_acc=train_acc,
-                test_acc=test_acc, seconds_per_epoch=float(np.median(times)), first_epoch=times[0])
+    return dict(model=name, form=form, params=sum(p.numel() for p in model.parameters()),
+                train_acc=result["train_acc"], test_acc=result["test_acc"],
+                seconds_per_epoch=result["seconds_per_epoch"], first_epoch=result["times"][0])
 
 
 def main(argv=None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = training.options(__doc__, epochs=10, lr=1e-2, tiny="T=32, 2 classes, 1 epoch (seconds)")
     p.add_argument("--steps", type=int, default=200, help="T, time steps per sample")
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--units", type=int, default=50, help="input neurons (embedding dimension)")
@@ -110,18 +86,13 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--samples", type=int, default=200, help="samples per class (80%% train, 20%% test)")
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--tau", type=float, default=10.0, help="membrane time constant (steps) of the LIFs")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--models", nargs="+", choices=tuple(MODELS),
                    default=["LIF", "PSN", "LIF-noreset-scan", "LIF-noreset-matmul"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tiny", action="store_true", help="T=32, 2 classes, 1 epoch (seconds)")
     args = p.parse_args(argv)
     if args.tiny:
         args.steps, args.classes, args.units, args.samples, args.hidden, args.epochs = 32, 2, 10, 20, 16, 1
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = training.device()
     x, y = randman(args.classes, args.units, args.steps, args.samples, args.dim, seed=args.seed)
     split = int(0.8 * len(y))
     data = [t.to(device) for t in (x[:, :split], y[:split], x[:, split:], y[split:])]

@@ -17,10 +17,15 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def example(name):
-    """Import examples/<name>.py as a module (its main() is not run)."""
+    """Import examples/<name>.py as a module (its main() is not run), with examples/ on sys.path as
+    `python examples/<name>.py` has it, for the examples' `import training`."""
     spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
     return module
 
 
