@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from .errors import Problem, SpecError
 from .neuron import Neuron
 
 
@@ -32,8 +33,16 @@ def detach_states(model: nn.Module) -> None:
 
 
 def set_step_mode(model: nn.Module, step_mode: str) -> None:
-    """Switch every neuron in ``model`` to 'm' (multi-step) or 's' (single-step)."""
+    """Switch every neuron in ``model`` to 'm' (multi-step) or 's' (single-step).
+
+    Neurons inside a :class:`~neurodsl.containers.StepLoop` stay single-step: the loop feeds them one step
+    at a time whatever the rest of the model does.
+    """
+    from .containers import StepLoop
     if step_mode not in ("m", "s"):
-        raise ValueError("step_mode must be 'm' or 's'")
+        raise SpecError([Problem("ND124", type(model).__name__, "set_step_mode", "step_mode",
+                                 f"step_mode={step_mode!r}: use 'm' or 's'")])
+    looped = {id(m) for loop in model.modules() if isinstance(loop, StepLoop) for m in neurons(loop)}
     for m in neurons(model):
-        m.step_mode = step_mode
+        if id(m) not in looped:
+            m.step_mode = step_mode

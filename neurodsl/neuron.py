@@ -25,7 +25,7 @@ import warnings
 import torch
 from torch import nn
 
-from kernels_gen.ops import neuron_op, register
+from kernels_gen.ops import compute_dtype, neuron_op, register
 
 from . import surrogate as sg
 from .analysis import KernelOptions, analyse, classify_as_written
@@ -123,7 +123,7 @@ class Neuron(nn.Module):
         if "_without_reset" not in vars(cls):
             namespace = {name: copy.copy(decl) for name, decl in {**cls._states_decl, **cls._params_decl}.items()}
             namespace.update(variants=dict(cls.variants), charge=cls._equations["charge"],
-                             fire=cls._equations["fire"], __module__=cls.__module__,
+                             fire=cls._equations["fire"], __module__=cls.__module__, _reset_free_of=cls,
                              __doc__=f"{cls.__name__} without its reset.")
             cls._without_reset = type(f"{cls.__name__}WithoutReset", (Neuron,), namespace)
         return cls._without_reset
@@ -149,18 +149,13 @@ class Neuron(nn.Module):
             raise SpecError([Problem("ND121", cls.__name__, "__init__", k, f"unknown argument '{k}'")
                              for k in unknown])
         self.spec = cls.variant_spec(**{k: v for k, v in kwargs.items() if k in cls.variants})
-        surrogate = sg.ATan() if surrogate is None else surrogate
-        if not isinstance(surrogate, sg.Surrogate):
-            raise SpecError([Problem("ND132", cls.__name__, "__init__", "surrogate", f"{surrogate!r} is no surrogate")])
-        if smooth and not surrogate.has_primitive:
-            raise SpecError([Problem("ND131", cls.__name__, "__init__", "smooth", "smooth mode needs a primitive")])
         if step_mode not in ("m", "s") or backend not in ("auto", "torch", "triton"):
             raise SpecError([Problem("ND124", cls.__name__, "__init__", "", f"step_mode={step_mode!r}, "
                                      f"backend={backend!r}")])
         _check_parallel(cls.__name__, self.spec, parallel, smooth)
         self._verdict = classify_as_written(self.spec)
         self.parallel, self.max_iterations, self.last_form = parallel, max_iterations, {}
-        self.surrogate, self.detach_reset, self.step_mode = surrogate, detach_reset, step_mode
+        self.detach_reset, self.step_mode = detach_reset, step_mode
         self.backend, self.store_state_seqs, self.smooth = backend, store_state_seqs, smooth
         names = set(self.spec.params)
         if learnable is not None:
@@ -176,14 +171,46 @@ class Neuron(nn.Module):
                 self.register_parameter(name, nn.Parameter(tensor))
             else:
                 self.register_buffer(name, tensor)
-        alpha = torch.tensor(surrogate.alpha, dtype=torch.float32)
-        if surrogate.learnable:
-            self.surrogate_alpha = nn.Parameter(alpha)
-        else:
-            self.register_buffer("surrogate_alpha", alpha)
+        self.surrogate = sg.ATan() if surrogate is None else surrogate
         self._carried: dict[str, torch.Tensor] = {}
         self.state_seqs: dict[str, torch.Tensor] = {}
         self._last_options: KernelOptions | None = None
+
+    @property
+    def surrogate(self) -> sg.Surrogate:
+        """The surrogate gradient. Assigning one also resets ``surrogate_alpha`` to the new surrogate's alpha
+        (an ``nn.Parameter`` when it is learnable: rebuild the optimizer then)."""
+        return self.__dict__["_surrogate"]
+
+    @surrogate.setter
+    def surrogate(self, value: sg.Surrogate) -> None:
+        name = type(self).__name__
+        if not isinstance(value, sg.Surrogate):
+            raise SpecError([Problem("ND132", name, "surrogate", "surrogate", f"{value!r} is no surrogate")])
+        if self.smooth and not value.has_primitive:
+            raise SpecError([Problem("ND131", name, "surrogate", "smooth", "smooth mode needs a primitive")])
+        old = self._parameters.pop("surrogate_alpha", None)
+        old = self._buffers.pop("surrogate_alpha", old)
+        alpha = torch.tensor(value.alpha, dtype=torch.float32, device=None if old is None else old.device)
+        if value.learnable:
+            self.register_parameter("surrogate_alpha", nn.Parameter(alpha))
+        else:
+            self.register_buffer("surrogate_alpha", alpha)
+        self.__dict__["_surrogate"] = value
+
+    # -- copying and pickling -------------------------------------------------
+    def __getstate__(self):
+        """Carried states and sequences without their autograd history, so deepcopy and pickle work mid-training."""
+        state = dict(self.__dict__)
+        for key in ("_carried", "state_seqs"):
+            state[key] = {k: v.detach() for k, v in state.get(key, {}).items()}
+        return state
+
+    def __reduce_ex__(self, protocol):
+        base = type(self).__dict__.get("_reset_free_of")
+        if base is None:
+            return super().__reduce_ex__(protocol)
+        return _new_without_reset, (base,), self.__getstate__()  # the generated class is rebuilt, not looked up
 
     def param_value(self, name):
         if name in self._parameters:
@@ -259,7 +286,7 @@ class Neuron(nn.Module):
         if torch.compiler.is_compiling():  # torch.compile traces tensors only; kernels are chosen Python-side
             grads = tuple(p.requires_grad for p in flat_params)
             key, backend = self._kernel_for_trace(vector, str(xs[0].dtype), xs[0].device.type, grads,
-                                                  id(self.surrogate), self.detach_reset, self.smooth)
+                                                  id(self.surrogate), self.detach_reset, self.smooth, self.backend)
             result = None
         else:
             options = self.kernel_options(vector, xs[0].dtype)
@@ -284,7 +311,7 @@ class Neuron(nn.Module):
 
         Dynamo calls this once per trace and bakes the result into the graph as a constant, so the
         analysis and code generation behind it are never traced; ``guards`` (requires_grad flags, the
-        surrogate's identity, detach_reset, smooth) are arguments so that changing them retraces.
+        surrogate's identity, detach_reset, smooth, backend) are arguments so that changing them retraces.
         """
         dtype = getattr(torch, dtype_name.removeprefix("torch."))
         self._last_options = self.kernel_options(vector, dtype)
@@ -319,7 +346,7 @@ class Neuron(nn.Module):
         form = self.choose_form(T, xs[0].shape[1], solver.uniform(vector))
         if form == "sequential":
             return None
-        cdt = torch.float64 if xs[0].dtype == torch.float64 else torch.float32
+        cdt = compute_dtype(xs[0].dtype)
         cx, cinit, cparams = ([t.to(cdt) for t in group] for group in (xs, init, params))
         if not self._verdict.spike_driven:
             try:
@@ -373,6 +400,12 @@ class Neuron(nn.Module):
             flat, vec = self._flat_param(default, shape, like.device)
             return flat if vec else flat.expand(n)
         return torch.full((n,), float(default), device=like.device)
+
+
+def _new_without_reset(base):
+    """An empty instance of ``base.without_reset()`` for unpickling (its state is set afterwards)."""
+    cls = base.without_reset()
+    return cls.__new__(cls)
 
 
 #: parallel='auto' thresholds, from CPU measurements of reset-free LIF fwd+bwd (docs/parallel.md).

@@ -115,9 +115,15 @@ def test_single_step_loop_compiles():
     eager = copy.deepcopy(layer)
     step = torch.compile(layer, fullgraph=True, backend="aot_eager")
     xs = torch.rand(5, 2, 3) * 3
-    for x in xs:
-        assert torch.equal(step(x), eager(x))
+    xc, xe = xs.clone().requires_grad_(), xs.clone().requires_grad_()
+    outs_c = torch.stack([step(x) for x in xc])
+    outs_e = torch.stack([eager(x) for x in xe])
+    assert torch.equal(outs_c, outs_e) and outs_e.sum() > 0
     assert torch.equal(layer.v, eager.v)
+    (outs_c * torch.arange(1.0, 6.0)[:, None, None]).sum().backward()
+    (outs_e * torch.arange(1.0, 6.0)[:, None, None]).sum().backward()
+    torch.testing.assert_close(xc.grad, xe.grad)   # BPTT through the carried state across compiled calls
+    assert xe.grad[0].abs().sum() > 0
 
 
 def test_changing_requires_grad_or_surrogate_retraces():
@@ -143,6 +149,27 @@ def test_changing_requires_grad_or_surrogate_retraces():
         module.w.grad = None
     check()
     assert layer.w.grad is None
+
+
+def test_changing_backend_retraces():
+    seen = []
+    layer = zoo.LIF(backend="torch")
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    real = layer._kernel_for_trace
+
+    def spy(*args):
+        key, backend = real(*args)
+        seen.append(backend)
+        return key, backend
+
+    spy._dynamo_marked_constant = True
+    layer._kernel_for_trace = spy
+    x = torch.rand(4, 3) * 3
+    first = compiled(x)
+    layer.reset_state()
+    layer.backend = "triton"
+    assert torch.equal(compiled(x), first)
+    assert seen == ["torch", "triton"]
 
 def test_dynamic_batch_size():
     layer = zoo.LIF(backend="torch")
@@ -235,7 +262,11 @@ def test_autocast_under_compile():
     eager = copy.deepcopy(net)
     compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
     x = torch.randn(5, 2, 4) * 4
+    xc, xe = x.clone().requires_grad_(), x.clone().requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        yc, ye = compiled(x), eager(x)
+        yc, ye = compiled(xc), eager(xe)
     assert yc.dtype == torch.bfloat16
-    assert torch.equal(yc, ye)
+    assert torch.equal(yc, ye) and ye.sum() > 0
+    yc.float().sum().backward(), ye.float().sum().backward()
+    for gc, ge in zip(grads(net, xc), grads(eager, xe)):
+        torch.testing.assert_close(gc, ge)

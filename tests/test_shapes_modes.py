@@ -316,5 +316,53 @@ def test_set_step_mode_and_neurons_helpers():
     nd.set_step_mode(net, "s")
     assert all(m.step_mode == "s" for m in nd.neurons(net))
     assert net(torch.rand(3, 4)).shape == (3, 4)
-    with pytest.raises(ValueError):
+    with pytest.raises(nd.SpecError) as err:
         nd.set_step_mode(net, "x")
+    assert err.value.code == "ND124"
+
+
+def test_set_step_mode_leaves_neurons_in_a_step_loop_single_step():
+    looped = nd.StepLoop(zoo.LIF(step_mode="s"))
+    net = torch.nn.Sequential(zoo.ALIF(step_mode="s"), looped)
+    nd.set_step_mode(net, "m")
+    assert net[0].step_mode == "m" and looped[0].step_mode == "s"
+    x = torch.rand(6, 2, 3) * 3
+    expected = zoo.LIF()(zoo.ALIF()(x))
+    assert torch.equal(net(x), expected)
+
+
+def test_reassigned_surrogate_equals_a_fresh_layer():
+    x = torch.rand(5, 4) * 3
+    changed, fresh = zoo.LIF(), zoo.LIF(surrogate=nd.surrogate.Sigmoid(alpha=8.0))
+    changed.surrogate = nd.surrogate.Sigmoid(alpha=8.0)
+    grads = []
+    for layer in (changed, fresh):
+        xi = x.clone().requires_grad_()
+        layer(xi).sum().backward()
+        grads.append(xi.grad)
+    assert torch.equal(*grads) and grads[0].abs().sum() > 0
+    assert float(changed.surrogate_alpha) == 8.0 and "surrogate_alpha" in dict(changed.named_buffers())
+    changed.surrogate = nd.surrogate.ATan(alpha=3.0, learnable=True)
+    assert set(dict(changed.named_parameters())) == {"surrogate_alpha"}
+    with pytest.raises(nd.SpecError) as err:
+        changed.surrogate = "atan"
+    assert err.value.code == "ND132"
+
+
+def test_deepcopy_and_pickle_mid_training():
+    import copy
+    import io
+    layer = zoo.PLIF()
+    x = torch.rand(5, 2, 3) * 3
+    layer(x.requires_grad_()).sum().backward()          # carried v has autograd history
+    twin = copy.deepcopy(layer)
+    assert torch.equal(twin.v, layer.v) and not twin.v.requires_grad
+    reset_free = zoo.ALIF.without_reset()(tau=3.0, learnable=("tau",))
+    reset_free(x)
+    buffer = io.BytesIO()
+    torch.save(torch.nn.Sequential(reset_free), buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)[0]
+    assert type(loaded) is zoo.ALIF.without_reset() and torch.equal(loaded.tau, reset_free.tau)
+    loaded.reset_state(), reset_free.reset_state()
+    assert torch.equal(loaded(x), reset_free(x))
