@@ -170,7 +170,8 @@ class CompiledParallel:
         mod = self.module()
         return mod.TIME_INVARIANT and not any(vector_params.get(p, False) for p in mod.A_PARAMS)
 
-    def _coefficients(self, inputs, params, like):
+    def coefficients(self, inputs, params, like):
+        """``(a_raw, A [T, N, k, k], b [T, N, k])`` of V_t = A_t V_{t-1} + b_t for inputs [T, N] and flat params."""
         mod = self.module()
         T, n = inputs[0].shape
         a_raw, b_raw = mod.coefficients(*inputs, *params)
@@ -182,7 +183,7 @@ class CompiledParallel:
         ``form``: 'scan' or 'matmul' (needs one A for all t and neurons: ValueError otherwise).
         """
         mod = self.module()
-        a_raw, A, b = self._coefficients(inputs, params, inputs[0])
+        a_raw, A, b = self.coefficients(inputs, params, inputs[0])
         if form == "matmul" and not is_uniform(a_raw):
             raise ValueError("the matmul form needs one A for every time step and neuron")
         v0 = torch.stack(list(init), dim=-1)
@@ -200,7 +201,7 @@ class CompiledParallel:
         mod = self.module()
         T, n = inputs[0].shape
         with torch.no_grad():
-            _, A, b = self._coefficients(inputs, params, inputs[0])
+            _, A, b = self.coefficients(inputs, params, inputs[0])
             v0 = torch.stack(list(init), dim=-1)
             spikes = torch.zeros_like(inputs[0])
             for passes in range(1, max_iterations + 1):

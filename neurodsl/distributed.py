@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from kernels_gen.ops import check_backend
+from kernels_gen.ops import check_backend, compute_dtype
 from kernels_gen.parallel import ParallelSpike, scan
 
 from .analysis import classify_as_written
@@ -155,21 +155,21 @@ class TimeSplit(nn.Module):
         n = math.prod(shape)
         backend = layer.resolve_backend(device)
         check_backend(backend, device)
-        params = [layer._flat_param(p, shape, device) for p in layer.spec.params]
-        cdt = torch.float64 if xs[0].dtype == torch.float64 else torch.float32
+        params = [layer.flat_param(p, shape, device) for p in layer.spec.params]
+        cdt = compute_dtype(xs[0].dtype)
         solver = compile_parallel(layer.spec, layer.kernel_options(tuple(v for _, v in params), xs[0].dtype))
         mod = solver.module()
         k = mod.K
         cparams = [t.to(cdt) for t in [p for p, _ in params] + [layer.surrogate_alpha.reshape(1)]]
         cx = [x.reshape(T, n).to(cdt) for x in xs]
         # the initial state counts on rank 0 only; every rank computes it, so that a bad one fails on all alike
-        init = torch.stack([layer._initial_state(s, d, shape, n, state, xs[0]).to(cdt)
+        init = torch.stack([layer.initial_state(s, d, shape, n, state, xs[0]).to(cdt)
                             for s, d in zip(layer.spec.states, layer.spec.state_defaults)], dim=-1)
         v0 = init if rank == 0 else torch.zeros_like(init)
         # 1. this chunk as one affine map V_end = M V_start + u
         A, b = cx[0].new_zeros(0, n, k, k), cx[0].new_zeros(0, n, k)
         if T:
-            _, A, b = solver._coefficients(cx, cparams, cx[0])
+            _, A, b = solver.coefficients(cx, cparams, cx[0])
         M, u = chunk_transition(A, b)
         # 2. exchange: the state this chunk starts from, and the global final state
         carry, final = _exchange(M, u, v0, rank, world, self.group)

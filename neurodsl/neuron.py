@@ -277,10 +277,10 @@ class Neuron(nn.Module):
         if T == 0:
             raise InputError("ND404", f"{type(self).__name__}: the time dimension is 0")
         n = math.prod(shape)
-        params = [self._flat_param(name, shape, xs[0].device) for name in self.spec.params]
+        params = [self.flat_param(name, shape, xs[0].device) for name in self.spec.params]
         flat_params = [p for p, _ in params] + [self.surrogate_alpha.reshape(1)]
         vector = tuple(vec for _, vec in params)
-        init = [self._initial_state(s, d, shape, n, state, xs[0]) for s, d in zip(self.spec.states,
+        init = [self.initial_state(s, d, shape, n, state, xs[0]) for s, d in zip(self.spec.states,
                                                                                  self.spec.state_defaults)]
         flat_xs = [x.reshape(T, n) for x in xs]
         if torch.compiler.is_compiling():  # torch.compile traces tensors only; kernels are chosen Python-side
@@ -371,7 +371,8 @@ class Neuron(nn.Module):
                          precomputed=(spikes.to(xs[0].dtype), [v.contiguous() for v in states],
                                       [h.contiguous() for h in saved]))
 
-    def _flat_param(self, name, shape, device):
+    def flat_param(self, name, shape, device):
+        """Parameter ``name`` for ``prod(shape)`` neurons: ``([1] tensor, False)`` or ``([N] tensor, True)``."""
         p = self.param_value(name)
         if p.device != device:
             raise InputError("ND406", f"{type(self).__name__}: parameter '{name}' is on {p.device}, input on {device}")
@@ -386,7 +387,8 @@ class Neuron(nn.Module):
                                       f"broadcast against the per-step shape {shape}")
         return p.expand(shape).reshape(-1), True
 
-    def _initial_state(self, name, default, shape, n, given, like):
+    def initial_state(self, name, default, shape, n, given, like):
+        """State ``name``'s [n] start: from ``given`` (the ``state=`` argument), the carried state, or its default."""
         if given and name in given:
             value = torch.as_tensor(given[name], device=like.device)
             return value.expand(shape).reshape(n) if value.numel() > 1 else value.reshape(1).expand(n)
@@ -397,7 +399,7 @@ class Neuron(nn.Module):
                                           f"{tuple(carried.shape)}, input per step {shape}; call reset_state()")
             return carried.reshape(n)
         if isinstance(default, str):
-            flat, vec = self._flat_param(default, shape, like.device)
+            flat, vec = self.flat_param(default, shape, like.device)
             return flat if vec else flat.expand(n)
         return torch.full((n,), float(default), device=like.device)
 
