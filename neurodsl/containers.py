@@ -20,7 +20,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import surrogate as sg
 from .zoo import LIF
 
 __all__ = ["SeqToBatch", "StepLoop", "replace_lif_nodes"]
@@ -41,37 +40,25 @@ class StepLoop(nn.Sequential):
         return torch.stack([super(StepLoop, self).forward(x_t) for x_t in x])
 
 
-#: SpikingJelly surrogates with the same formula (and the same alpha) as neurodsl's of that name.
-_SAME_SURROGATES = ("Sigmoid", "ATan", "PiecewiseQuadratic", "PiecewiseExp", "SoftSign", "Erf", "Rect")
 
 
 def replace_lif_nodes(model: nn.Module, **overrides) -> nn.Module:
     """Replace every ``spikingjelly.activation_based.neuron.LIFNode`` in ``model`` by an equal ``nd.zoo.LIF``.
 
-    Reads ``tau``, ``decay_input``, ``v_threshold``, ``v_reset`` (``None``: soft reset), ``detach_reset``,
-    ``step_mode``, ``store_v_seq`` and the surrogate (same name and alpha) of each node; ``overrides`` go
-    to every new LIF (e.g. ``learnable=("tau",)``, ``backend="torch"``, ``surrogate=...``). Modifies
-    ``model`` in place and returns it. SpikingJelly is imported here only.
+    Each node becomes ``nd.zoo.LIF.from_spikingjelly(node, **overrides)``, which reads ``tau``,
+    ``decay_input``, ``v_threshold`` and ``v_reset`` (``None``: soft reset); :func:`spikingjelly_options`
+    reads ``detach_reset``, ``step_mode``, ``store_v_seq`` and the surrogate (same name and alpha).
+    ``overrides`` go to every new LIF (e.g. ``learnable=("tau",)``, ``backend="torch"``, ``surrogate=...``).
+    Modifies ``model`` in place and returns it. SpikingJelly is imported here only. Raises
+    :class:`~neurodsl.errors.SpecError` ND133 for a surrogate no neurodsl surrogate equals (unless
+    ``surrogate=`` is given).
     """
     from spikingjelly.activation_based.neuron import LIFNode
 
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is LIFNode:
-                setattr(parent, name, _lif_like(child, overrides))
+                setattr(parent, name, LIF.from_spikingjelly(child, **overrides))
     return model
 
 
-def _lif_like(node, overrides) -> LIF:
-    kwargs = dict(tau=float(node.tau), decay_input=bool(node.decay_input), v_th=float(node.v_threshold),
-                  reset_mode="soft" if node.v_reset is None else "hard", v_reset=float(node.v_reset or 0.0),
-                  detach_reset=bool(node.detach_reset), step_mode=node.step_mode,
-                  store_state_seqs=bool(getattr(node, "store_v_seq", False)))
-    if "surrogate" not in overrides:
-        fn = node.surrogate_function
-        name = type(fn).__name__
-        if name not in _SAME_SURROGATES or not getattr(fn, "spiking", True):
-            raise ValueError(f"replace_lif_nodes: no neurodsl surrogate equals SpikingJelly's {name}; "
-                             "pass surrogate=nd.surrogate.<...>")
-        kwargs["surrogate"] = getattr(sg, name)(alpha=float(fn.alpha))
-    return LIF(**{**kwargs, **overrides})

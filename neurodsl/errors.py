@@ -90,6 +90,9 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "ND131": ("a surrogate given only by its gradient was asked to learn alpha, or used in smooth mode",
               "give the surrogate a primitive, or keep alpha fixed"),
     "ND132": ("`surrogate` is not a neurodsl surrogate", "use nd.surrogate.ATan() etc. or nd.surrogate.Custom"),
+    "ND133": ("replace_lif_nodes (or nd.zoo.LIF.from_spikingjelly) met a SpikingJelly surrogate that no neurodsl "
+              "surrogate equals (e.g. SuperSpike, or spiking=False)",
+              "pass surrogate=nd.surrogate.<...> (e.g. replace_lif_nodes(model, surrogate=nd.surrogate.ATan()))"),
     # code generation
     "ND201": ("a constant subexpression is not a real number", "check the equations for complex results"),
     "ND202": ("generated code would contain a non-finite constant", "check for divisions by zero"),
@@ -127,6 +130,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
               "pass the dt the graph was exported with; see the mapping table in docs/nir.md"),
     "ND503": ("from_nir got a graph with a cycle, with other than one Input and one Output, or with a node no "
               "edge feeds", "unroll recurrent connections outside NIR; give the graph one Input and one Output"),
+    "ND504": ("to_nir or from_nir got a dt that is not a positive finite number",
+              "pass the length of one step in NIR's time unit, e.g. dt=1e-3"),
     # distributed (neurodsl.distributed.TimeSplit)
     "ND601": ("TimeSplit was given something other than a neurodsl Neuron, or a neuron whose dynamics are not a "
               "reset-free linear recurrence (nonlinear charge, or a spike-driven reset)",

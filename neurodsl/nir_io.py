@@ -6,13 +6,14 @@
 ``nn.Sequential`` for a chain, a :class:`NIRGraphModule` for any other acyclic graph. Both work in
 neurodsl's multi-step layout ``[T, batch, *shape]``.
 
-Time convention. NIR neurons are ODEs; one neurodsl step is one forward-Euler step of length ``dt``.
-NIR's LIF, ``tau dv/dt = (v_leak - v) + r I``, becomes ``v[t] = v[t-1] + dt/tau (v_leak - v[t-1] + r I[t])``,
-which is the zoo's LIF with ``tau_steps = tau / dt``, ``v_leak = v_reset`` and ``r = 1`` (decay_input)
-or ``r = tau_steps`` (no decay_input). IF: ``r = 1/dt``. CubaLIF: ``tau_syn = dt / (1 - c_decay)``,
-``tau_mem = dt / (1 - v_decay)``, ``w_in = tau_syn / dt``, ``r = tau_mem / dt``, and the voltage
-integrates the updated current (the convention of snnTorch and SpikingJelly). NIR resets to
-``v_reset``: soft-reset variants are not representable. See docs/nir.md.
+Time convention: NIR neurons are ODEs; one neurodsl step is one forward-Euler step of length ``dt``.
+
+Neurons: each neuron class states its own mapping, next to its equations (the zoo's ``LIF``, ``PLIF``,
+``IF`` and ``CubaLIF``). A class exports when it defines ``nir_node(shape, dt)``; :func:`from_nir` builds
+it from the NIR node type its ``nir_type`` names, through the classmethod ``from_nir_node(node, dt,
+**options)``. This module is the generic part: the graph walk, the non-neuron layers, and the helpers
+those methods use live in :mod:`neurodsl.interop`.
+See docs/nir.md.
 
 >>> import pytest; nir = pytest.importorskip("nir")   # the optional dependency
 >>> import torch, neurodsl as nd
@@ -54,7 +55,6 @@ except ImportError:  # optional dependency: the functions say how to install it
 
 __all__ = ["to_nir", "from_nir", "NIRGraphModule", "NIRError"]
 
-_RTOL, _ATOL = 1e-5, 1e-8  # how close an imported parameter must be to the value a mapping requires
 
 
 class NIRGraphModule(nn.Module):
@@ -93,14 +93,16 @@ def _sum(tensors):
 
 # -- export -----------------------------------------------------------------------------------------------
 def to_nir(model: nn.Module, input_shape: Sequence[int] | torch.Tensor, dt: float = 1.0) -> nir.NIRGraph:
-    """The NIR graph of ``model`` (not run, not changed); raises :class:`NIRError` ND501 for what NIR cannot express.
+    """The NIR graph of ``model`` (not run, not changed); raises :class:`NIRError` ND501 for what NIR cannot express
+    (ND504 for a ``dt`` that is not a positive number).
 
     ``input_shape`` is the shape of one sample, without time and batch (``(2, 8, 8)``), or a sample input
     ``[T, B, *shape]``. ``dt`` is the length of one step in NIR's time unit: time constants are
     ``steps * dt``. The model is read in neurodsl's multi-step layout ``[T, B, *shape]``, so ``nn.Conv2d``
     must sit inside :class:`~neurodsl.containers.SeqToBatch` (or :class:`~neurodsl.containers.StepLoop`)
     and ``nn.Flatten`` must start at dim 2 or later (or sit inside one of them). Surrogates, learnable
-    flags, ``detach_reset`` and carried states are not exported.
+    flags, ``detach_reset`` and carried states are not exported. A neuron exports through its class's
+    ``nir_node(shape, dt)``; a subclass does not inherit it (it may change the equations).
 
     >>> import pytest; nir = pytest.importorskip("nir")
     >>> import neurodsl as nd
@@ -165,13 +167,31 @@ class _Exporter:
             return [pair for p in module.predecessors[module.output_name] for pair in exits[p]]
         if isinstance(module, nn.Identity):
             return preds
-        convert = _EXPORTERS.get(type(module))
         label = name or type(module).__name__.lower()
-        if convert is None:
-            raise NIRError("ND501", f"{label}: {type(module).__name__} has no NIR counterpart here (supported: "
-                                    f"{', '.join(t.__name__ for t in _EXPORTERS)}, Identity and the containers)")
-        node = convert(self, module, self.common_shape(label, preds), lead, label)
+        convert = _EXPORTERS.get(type(module))
+        if convert is None and "nir_node" not in vars(type(module)):  # neurons declare their own NIR node
+            raise NIRError("ND501", f"{label}: {_no_nir_node(type(module))} (supported: "
+                                    f"{', '.join(t.__name__ for t in _EXPORTERS)}, Identity, the containers and "
+                                    "neurons that declare nir_node: "
+                                    f"{', '.join(c.__name__ for c in zoo.ALL if 'nir_node' in vars(c))})")
+        shape = self.common_shape(label, preds)
+        if convert is not None:
+            node = convert(self, module, shape, lead, label)
+        else:
+            try:
+                node = module.nir_node(shape, self.dt)
+            except NIRError as err:
+                raise NIRError(err.code, f"{label}: {err.message}") from None
         return [self.add(label, node, preds)]
+
+
+def _no_nir_node(cls: type) -> str:
+    """Why ``cls`` does not export: it declares no ``nir_node``, or inherits one (a subclass may change equations)."""
+    owner = next((c for c in cls.__mro__ if "nir_node" in vars(c)), None)
+    if owner is None:
+        return f"{cls.__name__} has no NIR counterpart here"
+    return (f"{cls.__name__} inherits nir_node from {owner.__name__} but may change its equations; declare "
+            f"nir_node on {cls.__name__} (e.g. nir_node = {owner.__name__}.nir_node)")
 
 
 def _join(prefix: str, name: str) -> str:
@@ -214,60 +234,23 @@ def _export_flatten(ex: _Exporter, m: nn.Flatten, shape: tuple, lead: int, label
                        end_dim=-1 if end == ndim - 1 else end - lead)
 
 
-def _per_neuron(m: Neuron, name: str, shape: tuple, label: str) -> np.ndarray:
-    """Parameter ``name`` broadcast to the per-sample ``shape`` (float64)."""
-    value = m.param_value(name).detach().to("cpu", torch.float64)
-    while value.dim() > len(shape) and value.shape[0] == 1:
-        value = value[0]
-    try:
-        return np.broadcast_to(value.numpy(), shape).copy()
-    except ValueError:
-        raise NIRError("ND501", f"{label}: parameter '{name}' of shape {tuple(value.shape)} is not per neuron "
-                                f"of shape {shape}") from None
-
-
-def _hard_reset_params(m: Neuron, shape: tuple, label: str) -> dict[str, np.ndarray]:
-    if dict(m.spec.options).get("reset_mode") != "hard":
-        raise NIRError("ND501", f"{label}: reset_mode='soft' (v -= v_th); NIR neurons reset to v_reset")
-    return {n: _per_neuron(m, n, shape, label) for n in m.spec.params}
-
-
-def _export_lif(ex: _Exporter, m: Neuron, shape: tuple, lead: int, label: str):
-    p = _hard_reset_params(m, shape, label)
-    tau = p["tau"] if "tau" in p else 1.0 + np.exp(-p["w"])  # PLIF: 1/tau = sigmoid(w)
-    decay_input = dict(m.spec.options)["decay_input"]
-    return nir.LIF(tau=tau * ex.dt, r=np.ones_like(tau) if decay_input else tau.copy(), v_leak=p["v_reset"].copy(),
-                   v_threshold=p["v_th"], v_reset=p["v_reset"])
-
-
-def _export_if(ex: _Exporter, m: Neuron, shape: tuple, lead: int, label: str):
-    p = _hard_reset_params(m, shape, label)
-    return nir.IF(r=np.full(shape, 1.0 / ex.dt), v_threshold=p["v_th"], v_reset=p["v_reset"])
-
-
-def _export_cubalif(ex: _Exporter, m: Neuron, shape: tuple, lead: int, label: str):
-    p = {n: _per_neuron(m, n, shape, label) for n in m.spec.params}
-    if np.any(p["c_decay"] == 1) or np.any(p["v_decay"] == 1):
-        raise NIRError("ND501", f"{label}: c_decay or v_decay = 1 (no decay) has no finite NIR time constant")
-    tau_syn, tau_mem = ex.dt / (1 - p["c_decay"]), ex.dt / (1 - p["v_decay"])
-    return nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau_mem, r=tau_mem / ex.dt, v_leak=np.zeros(shape),
-                       v_threshold=p["v_th"], v_reset=np.zeros(shape), w_in=tau_syn / ex.dt)
-
-
-_EXPORTERS = {nn.Linear: _export_linear, nn.Conv2d: _export_conv2d, nn.Flatten: _export_flatten,
-              zoo.LIF: _export_lif, zoo.PLIF: _export_lif, zoo.IF: _export_if, zoo.CubaLIF: _export_cubalif}
+#: Exporters of the non-neuron layers (neurons export through their ``nir_node``).
+_EXPORTERS = {nn.Linear: _export_linear, nn.Conv2d: _export_conv2d, nn.Flatten: _export_flatten}
 
 
 # -- import -----------------------------------------------------------------------------------------------
-def from_nir(graph: nir.NIRGraph | str | Path, dt: float = 1.0, **neuron_options) -> nn.Module:
+def from_nir(graph: nir.NIRGraph | str | Path, dt: float = 1.0, *, neurons: Sequence[type[Neuron]] = (),
+             **neuron_options) -> nn.Module:
     """A module running ``graph`` (or the graph in a NIR file) on ``[T, B, *shape]`` inputs.
 
     Chains become an ``nn.Sequential`` named after the graph's nodes, other acyclic graphs a
     :class:`NIRGraphModule`. ``dt`` must be the step the graph was exported with. Weights and
     parameters are float32; per-neuron parameter arrays become per-neuron tensors (constant ones become
-    numbers). ``neuron_options`` go to every neuron (e.g. ``surrogate=``, ``backend=``). Raises
-    :class:`NIRError` ND502 for a node without a neurodsl counterpart and ND503 for a graph that is not
-    one-input, one-output and acyclic.
+    numbers). A neuron node becomes the zoo class whose ``nir_type`` names its type (``LIF``, ``IF``,
+    ``CubaLIF``); ``neurons`` adds classes of your own (they take precedence for their ``nir_type``).
+    ``neuron_options`` go to every neuron (e.g. ``surrogate=``, ``backend=``). Raises
+    :class:`NIRError` ND502 for a node without a neurodsl counterpart, ND503 for a graph that is not
+    one-input, one-output and acyclic, and ND504 for a ``dt`` that is not a positive number.
 
     >>> import pytest, numpy as np; nir = pytest.importorskip("nir")
     >>> graph = nir.NIRGraph.from_list(nir.Affine(np.eye(2, dtype=np.float32), np.zeros(2, np.float32)),
@@ -290,7 +273,8 @@ def from_nir(graph: nir.NIRGraph | str | Path, dt: float = 1.0, **neuron_options
                                 "is supported")
     names = _module_names(graph.nodes)
     inp, out = names[inputs[0]], names[outputs[0]]
-    modules = {names[key]: _import_node(node, key, dt, neuron_options)
+    registry = {**_ZOO_NEURONS, **{cls.nir_type: cls for cls in neurons}}
+    modules = {names[key]: _import_node(node, key, dt, neuron_options, registry)
                for key, node in graph.nodes.items() if names[key] not in (inp, out)}
     edges = [(names[a], names[b]) for a, b in graph.edges]
     predecessors: dict[str, list[str]] = {name: [] for name in names.values()}
@@ -340,13 +324,18 @@ def _chain(edges: list[tuple[str, str]], inp: str, out: str, n_modules: int) -> 
     return order[:-1] if len(order) - 1 == n_modules and len(edges) == len(order) else None
 
 
-def _import_node(node, key: str, dt: float, options: dict) -> nn.Module:
+def _import_node(node, key: str, dt: float, options: dict, neurons: dict[str, type[Neuron]]) -> nn.Module:
     kind = type(node).__name__
     importer = _IMPORTERS.get(kind)
-    if importer is None:
+    if importer is not None:
+        return importer(node, key, dt, options)
+    if kind not in neurons:
         raise NIRError("ND502", f"node '{key}': nir.{kind} has no neurodsl counterpart (supported: "
-                                f"{', '.join(_IMPORTERS)})")
-    return importer(node, key, dt, options)
+                                f"{', '.join([*_IMPORTERS, *neurons])})")
+    try:
+        return neurons[kind].from_nir_node(node, dt, **options)
+    except NIRError as err:
+        raise NIRError(err.code, f"node '{key}': {err.message}") from None
 
 
 def _f32(array) -> torch.Tensor:
@@ -388,60 +377,13 @@ def _import_flatten(node, key, dt, options) -> nn.Module:
     return nn.Flatten(start + 2 if start >= 0 else start, end + 2 if end >= 0 else end)  # after [T, B]
 
 
-def _close(a, b) -> bool:
-    return bool(np.allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=_RTOL, atol=_ATOL))
-
-
-def _require(ok: bool, key: str, kind: str, rule: str) -> None:
-    if not ok:
-        raise NIRError("ND502", f"node '{key}': nir.{kind} needs {rule} to map to neurodsl's {kind}")
-
-
-def _param(key: str, name: str, values) -> float | torch.Tensor:
-    """A number if all neurons agree, else a float32 tensor without the axes along which values are constant."""
-    a = np.asarray(values, dtype=np.float64)
-    if not np.all(np.isfinite(a)):
-        raise NIRError("ND502", f"node '{key}': '{name}' is not finite")
-    if a.size and np.all(a == a.flat[0]):
-        return float(a.flat[0])
-    for axis in range(a.ndim):
-        if np.all(a == np.take(a, [0], axis=axis)):
-            a = np.take(a, [0], axis=axis)
-    while a.ndim and a.shape[0] == 1:
-        a = a[0]
-    return torch.tensor(a, dtype=torch.float32)
-
-
-def _import_lif(node, key, dt, options) -> Neuron:
-    tau = np.asarray(node.tau, np.float64) / dt
-    decay_input = _close(node.r, 1.0)
-    _require(decay_input or _close(node.r, tau), key, "LIF", "r = 1 (decay_input=True) or r = tau/dt")
-    _require(_close(node.v_leak, node.v_reset), key, "LIF", "v_leak = v_reset")
-    return zoo.LIF(tau=_param(key, "tau", tau), v_th=_param(key, "v_threshold", node.v_threshold),
-                   v_reset=_param(key, "v_reset", node.v_reset), decay_input=decay_input, reset_mode="hard",
-                   **options)
-
-
-def _import_if(node, key, dt, options) -> Neuron:
-    _require(_close(np.asarray(node.r, np.float64) * dt, 1.0), key, "IF", "r = 1/dt")
-    return zoo.IF(v_th=_param(key, "v_threshold", node.v_threshold), v_reset=_param(key, "v_reset", node.v_reset),
-                  reset_mode="hard", **options)
-
-
-def _import_cubalif(node, key, dt, options) -> Neuron:
-    tau_syn, tau_mem = np.asarray(node.tau_syn, np.float64), np.asarray(node.tau_mem, np.float64)
-    _require(_close(node.v_leak, 0.0) and _close(node.v_reset, 0.0), key, "CubaLIF", "v_leak = v_reset = 0")
-    _require(_close(node.r, tau_mem / dt) and _close(node.w_in, tau_syn / dt), key, "CubaLIF",
-             "r = tau_mem/dt and w_in = tau_syn/dt")
-    return zoo.CubaLIF(c_decay=_param(key, "c_decay", 1 - dt / tau_syn),
-                       v_decay=_param(key, "v_decay", 1 - dt / tau_mem),
-                       v_th=_param(key, "v_threshold", node.v_threshold), **options)
-
-
+#: Importers of the non-neuron node types (neuron nodes go to the class whose ``nir_type`` names them).
 _IMPORTERS = {"Affine": lambda node, key, dt, options: _linear_module(key, node.weight, node.bias),
               "Linear": lambda node, key, dt, options: _linear_module(key, node.weight, None),
-              "Conv2d": _import_conv2d, "Flatten": _import_flatten,
-              "LIF": _import_lif, "IF": _import_if, "CubaLIF": _import_cubalif}
+              "Conv2d": _import_conv2d, "Flatten": _import_flatten}
+
+#: The zoo's neuron classes by the NIR node type they import from (PLIF exports as LIF; LIF imports it).
+_ZOO_NEURONS = {cls.nir_type: cls for cls in zoo.ALL if "nir_type" in vars(cls)}
 
 
 # -- shared -----------------------------------------------------------------------------------------------
@@ -452,4 +394,4 @@ def _require_nir() -> None:
 
 def _check_dt(dt: float) -> None:
     if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not math.isfinite(dt) or dt <= 0:
-        raise ValueError(f"dt must be a positive number, got {dt!r}")
+        raise NIRError("ND504", f"dt must be a positive finite number, got {dt!r}")

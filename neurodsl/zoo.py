@@ -4,6 +4,10 @@ Equations and defaults follow SpikingJelly 2.0 (V_th = 1, V_reset = 0 unless not
 Options that change equations are ``variants``: ``reset_mode`` ('hard' | 'soft') and,
 for LIF-like neurons, ``decay_input`` (True | False).
 
+Exchange with other tools sits next to the equations it translates: ``nir_type`` / ``nir_node`` /
+``from_nir_node`` map a class to and from NIR (one step = one forward-Euler step of length ``dt``;
+``neurodsl.nir_io`` walks the graphs), and ``LIF.from_spikingjelly`` maps SpikingJelly's ``LIFNode``.
+
 >>> import torch
 >>> LIF(reset_mode="soft", decay_input=False)(torch.ones(4, 3)).shape
 torch.Size([4, 3])
@@ -11,6 +15,7 @@ torch.Size([4, 3])
 from __future__ import annotations
 
 from . import mathfns as m
+from .errors import NIRError
 from .neuron import Neuron
 from .spec import Param, State
 
@@ -34,14 +39,38 @@ class _ResetNeuron(Neuron):
             return dict(v=self.v * (1 - s) + self.v_reset * s)
         return dict(v=self.v - self.v_th * s)
 
+    def _nir_params(self, shape):
+        """Per-neuron parameter arrays for a NIR node; NIR neurons reset to v_reset, so no soft reset."""
+        from .interop import param_arrays
+        if dict(self.spec.options).get("reset_mode") != "hard":
+            raise NIRError("ND501", "reset_mode='soft' (v -= v_th); NIR neurons reset to v_reset")
+        return param_arrays(self, shape)
+
 
 class IF(_ResetNeuron):
     """Integrate-and-fire: H = V + X."""
 
+    nir_type = "IF"
     v = State("v_reset")
 
     def charge(self, x):
         return dict(v=self.v + x)
+
+    def nir_node(self, shape, dt):
+        """``nir.IF``: one Euler step of ``dv/dt = r I`` adds ``X`` when ``r = 1/dt``."""
+        import nir
+        import numpy as np
+        p = self._nir_params(shape)
+        return nir.IF(r=np.full(shape, 1.0 / dt), v_threshold=p["v_th"], v_reset=p["v_reset"])
+
+    @classmethod
+    def from_nir_node(cls, node, dt, **options):
+        """From ``nir.IF`` with ``r = 1/dt``."""
+        import numpy as np
+        from .interop import allclose, param_from_array as value, require
+        require(allclose(np.asarray(node.r, np.float64) * dt, 1.0), node, cls, "r = 1/dt")
+        return cls(v_th=value("v_threshold", node.v_threshold), v_reset=value("v_reset", node.v_reset),
+                   reset_mode="hard", **options)
 
 
 class LIF(_ResetNeuron):
@@ -50,6 +79,7 @@ class LIF(_ResetNeuron):
     With the soft reset the leak is towards 0 (as in SpikingJelly)."""
 
     variants = dict(_RESET, decay_input=(True, False))
+    nir_type = "LIF"
     v = State("v_reset")
     tau = Param(2.0)
 
@@ -58,6 +88,41 @@ class LIF(_ResetNeuron):
         if self.decay_input:
             return dict(v=self.v + (x - (self.v - rest)) / self.tau)
         return dict(v=self.v - (self.v - rest) / self.tau + x)
+
+    def nir_node(self, shape, dt):
+        """``nir.LIF``, ``tau dv/dt = (v_leak - v) + r I``, with ``tau = tau_steps·dt``, ``v_leak = v_reset`` and
+        ``r = 1`` (decay_input) or ``tau_steps``."""
+        p = self._nir_params(shape)
+        return _nir_lif(self, p["tau"], p, dt)
+
+    @classmethod
+    def from_nir_node(cls, node, dt, **options):
+        """From ``nir.LIF`` with ``v_leak = v_reset`` and ``r = 1`` (decay_input) or ``tau/dt``."""
+        import numpy as np
+        from .interop import allclose, param_from_array as value, require
+        tau = np.asarray(node.tau, np.float64) / dt
+        decay_input = allclose(node.r, 1.0)
+        require(decay_input or allclose(node.r, tau), node, cls, "r = 1 (decay_input=True) or r = tau/dt")
+        require(allclose(node.v_leak, node.v_reset), node, cls, "v_leak = v_reset")
+        return cls(tau=value("tau", tau), v_th=value("v_threshold", node.v_threshold),
+                   v_reset=value("v_reset", node.v_reset), decay_input=decay_input, reset_mode="hard", **options)
+
+    @classmethod
+    def from_spikingjelly(cls, node, **overrides):
+        """The LIF equal to SpikingJelly's ``LIFNode`` ``node`` (``v_reset=None``: soft reset); ``overrides`` win."""
+        from .interop import spikingjelly_options
+        params = dict(tau=float(node.tau), decay_input=bool(node.decay_input), v_th=float(node.v_threshold),
+                      reset_mode="soft" if node.v_reset is None else "hard", v_reset=float(node.v_reset or 0.0))
+        return cls(**{**params, **spikingjelly_options(node, **overrides)})
+
+
+def _nir_lif(layer, tau_steps, p, dt):
+    """The ``nir.LIF`` of a LIF-like layer with ``tau_steps`` and its per-neuron parameter arrays ``p``."""
+    import nir
+    import numpy as np
+    decay_input = dict(layer.spec.options)["decay_input"]
+    return nir.LIF(tau=tau_steps * dt, r=np.ones_like(tau_steps) if decay_input else tau_steps.copy(),
+                   v_leak=p["v_reset"].copy(), v_threshold=p["v_th"], v_reset=p["v_reset"])
 
 
 class PLIF(_ResetNeuron):
@@ -73,6 +138,12 @@ class PLIF(_ResetNeuron):
         if self.decay_input:
             return dict(v=self.v + (x - (self.v - rest)) * k)
         return dict(v=self.v - (self.v - rest) * k + x)
+
+    def nir_node(self, shape, dt):
+        """``nir.LIF`` as for LIF, with ``tau_steps = 1/sigmoid(w)`` (no ``nir_type``: it imports as LIF)."""
+        import numpy as np
+        p = self._nir_params(shape)
+        return _nir_lif(self, 1.0 + np.exp(-p["w"]), p, dt)
 
 
 class ALIF(Neuron):
@@ -166,6 +237,7 @@ class KLIF(_ResetNeuron):
 class CubaLIF(Neuron):
     """Current-based LIF: I[t] = c_decay I + X; V[t] = v_decay V + I[t] (written with the previous I)."""
 
+    nir_type = "CubaLIF"
     i = State(0.0)
     v = State(0.0)
     c_decay = Param(0.5)
@@ -180,6 +252,31 @@ class CubaLIF(Neuron):
 
     def reset(self, s):
         return dict(v=self.v * (1 - s))
+
+    def nir_node(self, shape, dt):
+        """``nir.CubaLIF`` (V integrates the updated I): ``tau_syn = dt/(1 - c_decay)``, ``tau_mem = dt/(1 - v_decay)``,
+        ``w_in = tau_syn/dt``, ``r = tau_mem/dt``, ``v_leak = v_reset = 0``."""
+        import nir
+        import numpy as np
+        from .interop import param_arrays
+        p = param_arrays(self, shape)
+        if np.any(p["c_decay"] == 1) or np.any(p["v_decay"] == 1):
+            raise NIRError("ND501", "c_decay or v_decay = 1 (no decay) has no finite NIR time constant")
+        tau_syn, tau_mem = dt / (1 - p["c_decay"]), dt / (1 - p["v_decay"])
+        return nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau_mem, r=tau_mem / dt, v_leak=np.zeros(shape),
+                           v_threshold=p["v_th"], v_reset=np.zeros(shape), w_in=tau_syn / dt)
+
+    @classmethod
+    def from_nir_node(cls, node, dt, **options):
+        """From ``nir.CubaLIF`` with ``v_leak = v_reset = 0``, ``r = tau_mem/dt`` and ``w_in = tau_syn/dt``."""
+        import numpy as np
+        from .interop import allclose, param_from_array as value, require
+        tau_syn, tau_mem = np.asarray(node.tau_syn, np.float64), np.asarray(node.tau_mem, np.float64)
+        require(allclose(node.v_leak, 0.0) and allclose(node.v_reset, 0.0), node, cls, "v_leak = v_reset = 0")
+        require(allclose(node.r, tau_mem / dt) and allclose(node.w_in, tau_syn / dt), node, cls,
+                "r = tau_mem/dt and w_in = tau_syn/dt")
+        return cls(c_decay=value("c_decay", 1 - dt / tau_syn), v_decay=value("v_decay", 1 - dt / tau_mem),
+                   v_th=value("v_threshold", node.v_threshold), **options)
 
 
 class LIFNoReset(Neuron):

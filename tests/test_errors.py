@@ -425,3 +425,25 @@ def test_distributed_errors():
     expect(DistributedError, "ND601", lambda: TimeSplit(torch.nn.Linear(2, 2)))
     assert not torch.distributed.is_initialized()
     expect(DistributedError, "ND602", lambda: TimeSplit(zoo.LIFNoReset())(torch.rand(4, 3)))
+
+
+# -- appended: ND133 (SpikingJelly surrogate without an equal) and ND504 (NIR dt) ---------------------------
+@covers("ND133")
+def test_nd133_spikingjelly_surrogate_without_equal():
+    pytest.importorskip("spikingjelly.activation_based")
+    from spikingjelly.activation_based import neuron, surrogate
+
+    model = torch.nn.Sequential(neuron.LIFNode(surrogate_function=surrogate.SuperSpike(alpha=2.0)))
+    err = expect(nd.SpecError, "ND133", lambda: nd.replace_lif_nodes(model))
+    assert "SuperSpike" in str(err)
+    expect(nd.SpecError, "ND133", lambda: zoo.LIF.from_spikingjelly(model[0]))
+
+
+@covers("ND504")
+def test_nd504_nir_dt():
+    pytest.importorskip("nir")
+    from neurodsl.nir_io import NIRError, from_nir, to_nir
+
+    for dt in (0.0, -1e-3, float("nan"), float("inf"), True, "1e-3"):
+        expect(NIRError, "ND504", lambda: to_nir(zoo.LIF(), (3,), dt=dt))
+    expect(NIRError, "ND504", lambda: from_nir(to_nir(zoo.LIF(), (3,)), dt=0.0))

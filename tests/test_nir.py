@@ -258,8 +258,23 @@ def test_export_errors():
     expect_code("ND501", lambda: to_nir(seq(nn.Linear(3, 2)), (4, 3)))                         # Linear on 2-D
     expect_code("ND501", lambda: to_nir(zoo.CubaLIF(c_decay=1.0), (3,)))
     expect_code("ND501", lambda: to_nir(zoo.LIF(tau=torch.ones(2, 3) * 2), (3,)))              # not per neuron
-    with pytest.raises(ValueError):
-        to_nir(zoo.LIF(), (3,), dt=0.0)
+    expect_code("ND504", lambda: to_nir(zoo.LIF(), (3,), dt=0.0))
+    err = expect_code("ND501", lambda: to_nir(nn.Sequential(nn.Linear(3, 3), zoo.IF(reset_mode="soft")), (3,)))
+    assert str(err).startswith("[ND501] 1: reset_mode='soft'")                # the layer's name leads the message
+
+
+class StrictLIF(zoo.LIF):
+    """A subclass may change the equations, so it does not inherit LIF's NIR mapping."""
+
+
+def test_inherited_nir_node_is_not_used():
+    err = expect_code("ND501", lambda: to_nir(StrictLIF(), (3,)))
+    assert "inherits nir_node from LIF" in str(err)
+    StrictLIF.nir_node = zoo.LIF.nir_node                                       # an explicit opt-in
+    try:
+        assert type(to_nir(StrictLIF(), (3,)).nodes["strictlif"]).__name__ == "LIF"
+    finally:
+        del StrictLIF.nir_node
 
 
 def test_import_errors():
@@ -269,8 +284,9 @@ def test_import_errors():
     expect_code("ND502", lambda: from_nir(nir.NIRGraph.from_list(nir.LIF(r=np.full(2, 3.0), v_leak=np.zeros(2),
                                                                          **lif))))
     expect_code("ND502", lambda: from_nir(nir.NIRGraph.from_list(nir.LIF(r=np.ones(2), v_leak=np.ones(2), **lif))))
-    expect_code("ND502", lambda: from_nir(nir.NIRGraph.from_list(nir.IF(r=np.ones(2), v_threshold=np.ones(2))),
-                                          dt=0.5))
+    err = expect_code("ND502", lambda: from_nir(nir.NIRGraph.from_list(nir.IF(r=np.ones(2), v_threshold=np.ones(2))),
+                                                dt=0.5))
+    assert str(err) == "[ND502] node 'if': nir.IF needs r = 1/dt to map to neurodsl's IF"
     cuba = dict(tau_syn=np.full(2, 2.0), tau_mem=np.full(2, 4.0), v_leak=np.zeros(2), v_threshold=np.ones(2))
     expect_code("ND502", lambda: from_nir(nir.NIRGraph.from_list(nir.CubaLIF(r=np.ones(2), **cuba))))
     assert isinstance(from_nir(nir.NIRGraph.from_list(nir.CubaLIF(r=np.full(2, 4.0), w_in=2.0, **cuba))), nn.Module)
@@ -297,3 +313,59 @@ def test_graph_structure_errors():
                                 "output": nir.Output(np.array([2]))},
                          edges=[("input", "a"), ("a", "output"), ("b", "output")], type_check=False)
     expect_code("ND503", lambda: from_nir(unfed))
+
+
+class Leaky(nd.Neuron):
+    """A user's neuron (snnTorch's Leaky): v = beta v + x, hard reset to 0; NIR's LIF with r = tau/dt, v_leak = 0."""
+
+    nir_type = "LIF"
+    v = nd.State(0.0)
+    beta = nd.Param(0.9)
+    v_th = nd.Param(1.0)
+
+    def charge(self, x):
+        return dict(v=self.beta * self.v + x)
+
+    def fire(self):
+        return self.v - self.v_th
+
+    def reset(self, s):
+        return dict(v=self.v * (1 - s))
+
+    def nir_node(self, shape, dt):
+        from neurodsl.interop import param_arrays
+        p = param_arrays(self, shape)
+        tau = dt / (1 - p["beta"])
+        return nir.LIF(tau=tau, r=tau / dt, v_leak=np.zeros(shape), v_threshold=p["v_th"], v_reset=np.zeros(shape))
+
+    @classmethod
+    def from_nir_node(cls, node, dt, **options):
+        from neurodsl.interop import allclose, param_from_array, require
+        require(allclose(node.r, node.tau / dt) and allclose(node.v_leak, 0) and allclose(node.v_reset, 0), node,
+                cls, "r = tau/dt and v_leak = v_reset = 0")
+        return cls(beta=param_from_array("beta", 1 - dt / node.tau),
+                   v_th=param_from_array("v_threshold", node.v_threshold), **options)
+
+
+def test_user_neuron_class_round_trips():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), Leaky(beta=torch.tensor([0.5, 0.8, 0.9]), v_th=0.4))
+    graph = to_nir(model, (4,), dt=DT)
+    assert type(graph.nodes["1"]).__name__ == "LIF"
+    back = from_nir(graph, dt=DT, neurons=[Leaky], backend="torch")
+    assert isinstance(back[1], Leaky) and back[1].backend == "torch"
+    torch.testing.assert_close(back[1].beta, model[1].beta)
+    x = torch.rand(12, 2, 4) * 2
+    expected = run(model, x)
+    assert 0 < expected.mean() < 1 and torch.equal(run(back, x), expected)
+    assert isinstance(from_nir(graph, dt=DT)[1], zoo.LIF)                      # without neurons=: the zoo's LIF
+    bad = nir.NIRGraph.from_list(nir.LIF(tau=np.full(2, 2e-3), r=np.ones(2), v_leak=np.zeros(2),
+                                         v_threshold=np.ones(2)))
+    assert "neurodsl's Leaky" in str(expect_code("ND502", lambda: from_nir(bad, dt=DT, neurons=[Leaky])))
+
+
+def test_importing_neurodsl_does_not_import_nir():
+    import subprocess
+    import sys
+    code = "import sys, neurodsl; assert 'nir' not in sys.modules and 'neurodsl.nir_io' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -82,7 +82,18 @@ def test_reset_net_and_set_step_mode_on_the_mixed_model():
 
 def test_replace_rejects_a_surrogate_without_equal_form():
     model = nn.Sequential(neuron.LIFNode(surrogate_function=surrogate.SuperSpike(alpha=2.0)))
-    with pytest.raises(ValueError, match="SuperSpike"):
+    with pytest.raises(nd.SpecError, match="SuperSpike") as info:
         replace_lif_nodes(model)
+    assert info.value.code == "ND133"
     replace_lif_nodes(model, surrogate=nd.surrogate.ATan())
     assert isinstance(model[0], nd.zoo.LIF)
+
+
+def test_lif_from_spikingjelly_reads_the_node_and_takes_overrides():
+    node = neuron.LIFNode(tau=3.0, v_threshold=0.5, v_reset=-0.1, decay_input=False, detach_reset=True,
+                          surrogate_function=surrogate.Sigmoid(alpha=3.0), step_mode="s", store_v_seq=True)
+    lif = nd.zoo.LIF.from_spikingjelly(node, tau=5.0, backend="torch")
+    assert lif.spec.options == (("decay_input", False), ("reset_mode", "hard"))
+    assert (lif.tau.item(), lif.v_th.item(), round(lif.v_reset.item(), 6)) == (5.0, 0.5, -0.1)
+    assert lif.detach_reset and lif.step_mode == "s" and lif.store_state_seqs and lif.backend == "torch"
+    assert isinstance(lif.surrogate, nd.surrogate.Sigmoid) and lif.surrogate.alpha == 3.0
