@@ -166,7 +166,12 @@ def _forward_shapes(key, backend, store_seqs, save, inputs, init_states):
 def _neuron_forward(key: str, backend: str, store_seqs: bool, save: bool, io_dtype: torch.dtype,
                    inputs: list[torch.Tensor], init_states: list[torch.Tensor], params: list[torch.Tensor],
                    precomputed: list[torch.Tensor]) -> list[torch.Tensor]:
-    """``[spikes, *states, *saved]`` of one layer over time (``precomputed``: those values, found by a solver)."""
+    """``[spikes, *states, *saved]`` of one layer over time (``precomputed``: those values, found by a solver).
+
+    Contract (what :func:`neuron_op` prepares): contiguous [T, N] inputs, [N] initial states and [N] or [1]
+    params; states and params in the compute dtype (:func:`compute_dtype` of ``io_dtype``), inputs too on
+    the torch backend. Spikes come back in ``io_dtype``, states and saved values in the compute dtype.
+    """
     if precomputed:
         return [t.clone() for t in precomputed]
     spikes, states, saved = registered(key).forward(backend, inputs, init_states, params, store_seqs, io_dtype,

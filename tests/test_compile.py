@@ -15,7 +15,7 @@ import torch._dynamo
 from torch import nn
 
 import neurodsl as nd
-from kernels_gen.ops import register
+from kernels_gen.ops import compute_dtype, register
 from neurodsl import zoo
 from neurodsl.compiler import compile_spec
 
@@ -189,15 +189,18 @@ def test_trace_time_constant_marker_matches_torch():
 
 # -- the registered ops ---------------------------------------------------------------------------
 
-def op_args(neuron_cls, backend, store_seqs, save, T=5, n=6, dtype=torch.float32, learn=()):
+def op_args(neuron_cls, backend, store_seqs, save, T=5, n=6, dtype=torch.float32, learn=(), vector=False):
     layer = neuron_cls(backend=backend, learnable=learn)
-    options = layer.kernel_options((False,) * len(layer.spec.params), dtype)
+    options = layer.kernel_options((vector,) * len(layer.spec.params), dtype)
     key = register(compile_spec(layer.spec, options))
     gen = torch.Generator().manual_seed(3)
-    inputs = [torch.rand(T, n, generator=gen, dtype=dtype) * 2 for _ in layer.spec.inputs]
-    init = [torch.zeros(n, dtype=dtype) for _ in layer.spec.states]
-    params = [layer.param_value(p).reshape(1).to(dtype).detach().clone().requires_grad_(save and p in learn)
-              for p in layer.spec.params] + [layer.surrogate_alpha.reshape(1).to(dtype).detach().clone()]
+    cdt = compute_dtype(dtype)  # the op's contract, as neuron_op prepares it: states and params in the compute
+    in_dt = cdt if backend == "torch" else dtype  # dtype; inputs too on the torch backend
+    inputs = [(torch.rand(T, n, generator=gen) * 2).to(in_dt) for _ in layer.spec.inputs]
+    init = [torch.zeros(n, dtype=cdt) for _ in layer.spec.states]
+    spread = torch.linspace(1.0, 1.2, n, dtype=cdt) if vector else torch.ones(1, dtype=cdt)
+    params = [(layer.param_value(p).reshape(1).to(cdt) * spread).detach().requires_grad_(save and p in learn)
+              for p in layer.spec.params] + [layer.surrogate_alpha.reshape(1).to(cdt).detach().clone()]
     for x in inputs:
         x.requires_grad_(save)
     return key, backend, store_seqs, save, dtype, inputs, init, params, []
@@ -212,6 +215,27 @@ def test_forward_op_passes_opcheck(backend, neuron_cls, store_seqs):
         args = op_args(neuron_cls, backend, store_seqs, save, learn=learn)
         torch.library.opcheck(torch.ops.neurodsl.neuron_forward.default, args,
                               test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16], ids=str)
+def test_forward_op_opcheck_dtypes_and_per_neuron_params(backend, dtype):
+    for save in (True, False):
+        args = op_args(zoo.ALIF, backend, False, save, dtype=dtype, learn=("tau", "beta"), vector=True)
+        torch.library.opcheck(torch.ops.neurodsl.neuron_forward.default, args,
+                              test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
+
+
+def test_forward_op_opcheck_precomputed():
+    key, backend, store_seqs, save, dtype, inputs, init, params, _ = op_args(zoo.LIF, "torch", False, True)
+    with torch.no_grad():
+        found = torch.ops.neurodsl.neuron_forward(key, backend, store_seqs, True, dtype, inputs, init, params, [])
+    out = torch.ops.neurodsl.neuron_forward(key, backend, store_seqs, True, dtype, inputs, init, params,
+                                            [t.clone() for t in found])
+    assert all(torch.equal(a, b) for a, b in zip(out, found))
+    torch.library.opcheck(torch.ops.neurodsl.neuron_forward.default,
+                          (key, backend, store_seqs, True, dtype, inputs, init, params, [t.clone() for t in found]),
+                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
