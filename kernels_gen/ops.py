@@ -69,6 +69,12 @@ class CompiledNeuron:
     def meta(self, backend: str) -> dict:
         return self.module(backend).META
 
+    def output_shapes(self, backend, T, n, store_seqs, save):
+        """Shapes of the states and saved values :meth:`forward` returns ([1] placeholders without ``save``)."""
+        meta = self.meta(backend)
+        return ([(T, n) if store_seqs else (n,)] * len(meta["states"]),
+                [(T, n) if save else (1,)] * len(meta["saved_states"]))
+
     # -- launches ---------------------------------------------------------
     def forward(self, backend, inputs, init_states, params, store_seqs, io_dtype, save=True):
         """Spikes, states and (when ``save``) the charged values backward needs."""
@@ -77,14 +83,13 @@ class CompiledNeuron:
             if not save:  # the Triton launcher's layout: one placeholder element per saved state
                 saved = tuple(inputs[0].new_zeros((1,)) for _ in saved)
             return spikes.to(io_dtype), states, saved
-        meta = self.meta("triton")
         T, n = inputs[0].shape
         cdt, device = init_states[0].dtype, inputs[0].device
         spikes = torch.empty((T, n), dtype=io_dtype, device=device)
-        out_shape = (T, n) if store_seqs else (n,)
-        states = [torch.empty(out_shape, dtype=cdt, device=device) for _ in meta["states"]]
-        saved = [torch.empty((T, n), dtype=cdt, device=device) if save else torch.zeros(1, dtype=cdt, device=device)
-                 for _ in meta["saved_states"]]
+        state_shapes, saved_shapes = self.output_shapes("triton", T, n, store_seqs, save)
+        states = [torch.empty(shape, dtype=cdt, device=device) for shape in state_shapes]
+        saved = [torch.empty(shape, dtype=cdt, device=device) if save else torch.zeros(1, dtype=cdt, device=device)
+                 for shape in saved_shapes]
         args = [*inputs, *init_states, *params, spikes, *states, *saved]
         _launch(self.module("triton").forward_kernel, n, device, args, T, store_seqs, SAVE=save)
         return spikes, tuple(states), tuple(saved)
@@ -156,13 +161,6 @@ def _fresh(outputs, inputs) -> list[torch.Tensor]:
     return [t.clone() if t.numel() and t.untyped_storage().data_ptr() in taken else t for t in outputs]
 
 
-def _forward_shapes(key, backend, store_seqs, save, inputs, init_states):
-    meta = registered(key).meta(backend)
-    T, n = inputs[0].shape
-    return (T, n), [(T, n) if store_seqs else (n,) for _ in meta["states"]], \
-        [(T, n) if save else (1,) for _ in meta["saved_states"]]
-
-
 def _neuron_forward(key: str, backend: str, store_seqs: bool, save: bool, io_dtype: torch.dtype,
                    inputs: list[torch.Tensor], init_states: list[torch.Tensor], params: list[torch.Tensor],
                    precomputed: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -186,9 +184,10 @@ neuron_forward = torch.library.custom_op("neurodsl::neuron_forward", _neuron_for
 def _neuron_forward_fake(key, backend, store_seqs, save, io_dtype, inputs, init_states, params, precomputed):
     if precomputed:
         return [torch.empty_like(t) for t in precomputed]
-    spike_shape, state_shapes, saved_shapes = _forward_shapes(key, backend, store_seqs, save, inputs, init_states)
+    T, n = inputs[0].shape
+    state_shapes, saved_shapes = registered(key).output_shapes(backend, T, n, store_seqs, save)
     cdt = init_states[0].dtype
-    return [inputs[0].new_empty(spike_shape, dtype=io_dtype),
+    return [inputs[0].new_empty((T, n), dtype=io_dtype),
             *(inputs[0].new_empty(s, dtype=cdt) for s in state_shapes + saved_shapes)]
 
 
