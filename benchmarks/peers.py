@@ -14,9 +14,6 @@ import torch
 
 from . import neurons
 
-IMPLS = ("neurodsl-triton", "neurodsl-torch", "neurodsl-torch-compiled", "neurodsl-triton-compiled", "spikingjelly", "sj-flexsn", "snntorch", "norse", "torch-loop",
-         "torch-compile-loop")
-
 
 class Skip(Exception):
     """This implementation cannot run here; the message says why."""
@@ -51,6 +48,7 @@ def _neurodsl(backend: str, kind, device, dtype, parallel: str = "sequential", c
     note = "Triton interpreter (CPU)" if backend == "triton" and device.type == "cpu" else ""
     if compiled:
         note = ", ".join(filter(None, [note, "torch.compile(fullgraph=True); first calls compile (not timed)"]))
+        torch._dynamo.reset()  # a fresh recompile budget per case; runners built before recompile in their warmup
     return Runner(torch.compile(layer, fullgraph=True) if compiled else layer, layer.reset_state, note, [layer],
                   retains_graph=not compiled)
 
@@ -183,6 +181,10 @@ _BUILDERS = {
     "neurodsl-triton": functools.partial(_neurodsl, "triton"),
     "neurodsl-torch-compiled": functools.partial(_neurodsl, "torch", compiled=True),
     "neurodsl-triton-compiled": functools.partial(_neurodsl, "triton", compiled=True),
+    "neurodsl-scan-compiled": functools.partial(_neurodsl, "torch", parallel="scan", compiled=True),
+    "neurodsl-matmul-compiled": functools.partial(_neurodsl, "torch", parallel="matmul", compiled=True),
+    "neurodsl-triton-scan-compiled": functools.partial(_neurodsl, "triton", parallel="scan", compiled=True),
+    "neurodsl-triton-matmul-compiled": functools.partial(_neurodsl, "triton", parallel="matmul", compiled=True),
     "spikingjelly": _spikingjelly,
     "sj-flexsn": _flexsn,
     "snntorch": _snntorch,

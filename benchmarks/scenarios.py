@@ -234,13 +234,14 @@ def plan(suite: str, device: torch.device, tiny: bool, with_compile: bool) -> li
                               shapes=[(t3, n3)], modes=("fwd", "bwd", "fwdbwd"),
                               about=f"custom neuron {kind}, T={t3}, N={n3}"))
     # reset-free LIF: sequential vs scan vs matmul (the parallel forms), T up to 4096
-    seq, par = (ours, ["neurodsl-scan", "neurodsl-matmul"]) if suite == "cpu" else \
-        (ours, ["neurodsl-triton-scan", "neurodsl-triton-matmul"])
+    forms = ["neurodsl-scan", "neurodsl-matmul"] if suite == "cpu" else ["neurodsl-triton-scan", "neurodsl-triton-matmul"]
+    seq, par = ours, forms + [f"{form}-compiled" for form in forms]
     shapes = [(8, 64), (16, 64)] if tiny else (
         [(64, 256), (1024, 256), (4096, 256), (64, 65536), (1024, 4096)] if suite == "cpu"
         else [(64, 256), (1024, 256), (4096, 256), (64, 65536), (1024, 65536), (4096, 65536)])
     items.append(dict(name="parallel_forms", kind="lif_noreset", impls=[seq, *par], shapes=shapes,
-                      modes=("fwdbwd",), about="reset-free LIF (learnable tau): sequential vs scan vs matmul"))
+                      modes=("fwdbwd",), about="reset-free LIF (learnable tau): sequential vs scan vs matmul, eager and "
+                      "under torch.compile(fullgraph=True)"))
     backends = (("torch",) if suite == "cpu" else ("triton",)) if tiny else ("torch", "triton")
     items.append(dict(name="codegen", kinds=("lif",) if tiny else ("lif", "alif", "izhikevich"), backends=backends,
                       reps=1 if tiny else 3, about="codegen latency: cold / warm disk cache (fresh processes), memo"))

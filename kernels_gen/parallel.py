@@ -7,7 +7,8 @@ Given the generated coefficient module of a :class:`~kernels_gen.plan.ParallelPl
 * :func:`solve_exact` — neurons with reset: iterate "scan, then threshold" from s = 0 until the spike
   train stops changing (a causal fixed point: exact after at most T + 1 passes).
 
-Everything is plain torch, so it runs on CPU and CUDA and autograd differentiates it.
+Everything but the Triton scan is plain torch, so it runs on CPU and CUDA, autograd differentiates it and
+torch.compile traces it; the Triton scan is the custom op ``neurodsl::triton_scan``, opaque to Dynamo.
 
 >>> import torch
 >>> a, b = torch.full((5, 1, 1, 1), 0.5), torch.ones(5, 1, 1)
@@ -25,6 +26,7 @@ import hashlib
 import torch
 
 from . import cache, render
+from .errors import BackendError
 from .plan import CODEGEN_VERSION, ParallelPlan
 
 
@@ -76,7 +78,16 @@ def _triton_scan(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor) -> torch.Te
     return out
 
 
-_SCANS = {"torch": _doubling_scan, "triton": _triton_scan}
+# An opaque op for torch.compile: Dynamo traces the doubling scan (plain torch) but not a Triton launch.
+triton_scan = torch.library.custom_op("neurodsl::triton_scan", _triton_scan, mutates_args=())
+
+
+@triton_scan.register_fake
+def _(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(b)
+
+
+_SCANS = {"torch": _doubling_scan, "triton": triton_scan}
 
 
 class _Scan(torch.autograd.Function):
@@ -116,10 +127,10 @@ def scan(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor, backend: str = "tor
 def matmul(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
     """The same recurrence with one A [k, k] for all t and neurons, as one lower-triangular GEMM."""
     T, n, k = b.shape
-    powers = [torch.eye(k, dtype=b.dtype, device=b.device)]
-    for _ in range(T):
-        powers.append(A @ powers[-1])
-    P = torch.stack(powers)                                   # P[d] = A^d, [T + 1, k, k]
+    P, A_m = torch.eye(k, dtype=b.dtype, device=b.device)[None], A
+    while P.shape[0] < T + 1:                                 # doubling: A^(m+j) = A^m A^j, log2(T) products
+        P, A_m = torch.cat([P, A_m @ P]), A_m @ A_m
+    P = P[:T + 1]                                             # P[d] = A^d, [T + 1, k, k]
     t = torch.arange(T, device=b.device)
     d = t[:, None] - t[None, :]
     W = P[d.clamp(min=0)] * (d >= 0)[..., None, None].to(b.dtype)   # [T, T, k, k]
@@ -217,3 +228,20 @@ class CompiledParallel:
                     return spikes, [H[..., i] for i in range(mod.K)], [V[..., i] for i in range(mod.K)], passes
                 spikes = new.clone()
         return None
+
+
+_SOLVERS: dict[str, CompiledParallel] = {}
+
+
+def register(solver: CompiledParallel) -> str:
+    """Make ``solver`` reachable by key from code that torch.compile traces; returns the key."""
+    _SOLVERS[solver.key] = solver
+    return solver.key
+
+
+def registered(key: str) -> CompiledParallel:
+    try:
+        return _SOLVERS[key]
+    except KeyError:
+        raise BackendError("ND304", f"no parallel solver is registered under key '{key}' in this process; "
+                                    "run the layer once (or build it) before loading a compiled graph") from None

@@ -25,7 +25,8 @@ import warnings
 import torch
 from torch import nn
 
-from kernels_gen.ops import compute_dtype, neuron_op, register
+from kernels_gen.ops import compute_dtype, neuron_op, register, registered
+from kernels_gen.parallel import register as register_solver, registered as registered_solver
 
 from . import surrogate as sg
 from .analysis import KernelOptions, analyse, classify_as_written
@@ -285,15 +286,20 @@ class Neuron(nn.Module):
         flat_xs = [x.reshape(T, n) for x in xs]
         if torch.compiler.is_compiling():  # torch.compile traces tensors only; kernels are chosen Python-side
             grads = tuple(p.requires_grad for p in flat_params)
-            key, backend = self._kernel_for_trace(vector, str(xs[0].dtype), xs[0].device.type, grads,
-                                                  id(self.surrogate), self.detach_reset, self.smooth, self.backend)
-            result = None
+            key, backend, solver_key, uniform = self._kernel_for_trace(
+                vector, str(xs[0].dtype), xs[0].device.type, grads, id(self.surrogate), self.detach_reset,
+                self.smooth, self.backend, self.parallel)
+            solver = registered_solver(solver_key) if solver_key else None
         else:
             options = self.kernel_options(vector, xs[0].dtype)
             self._last_options = options
-            compiled = compile_spec(self.spec, options)
-            key, backend = register(compiled), self.resolve_backend(xs[0].device)
-            result = self._run_parallel(T, compiled, backend, flat_xs, init, flat_params, options)
+            key, backend = register(compile_spec(self.spec, options)), self.resolve_backend(xs[0].device)
+            solver = uniform = None
+            if self.parallel != "sequential" and (self.parallel != "auto" or self.choose_form(T) != "sequential"):
+                solver = compile_parallel(self.spec, options)
+                uniform = solver.uniform(dict(zip(self.spec.params, options.vector_params)))
+        result = None if solver is None else self._run_parallel(T, key, backend, solver, uniform, flat_xs, init,
+                                                                flat_params)
         if result is None:
             self.last_form = self.last_form if self.last_form.get("fallback") else {"form": "sequential"}
             result = neuron_op(key, backend, flat_xs, init, flat_params, self.store_state_seqs)
@@ -307,17 +313,24 @@ class Neuron(nn.Module):
 
     @_constant_under_compile
     def _kernel_for_trace(self, vector, dtype_name, device_type, *guards):
-        """(kernel key, backend) while torch.compile traces :meth:`forward`.
+        """(kernel key, backend, parallel solver key or None, uniform A) while torch.compile traces :meth:`forward`.
 
         Dynamo calls this once per trace and bakes the result into the graph as a constant, so the
         analysis and code generation behind it are never traced; ``guards`` (requires_grad flags, the
-        surrogate's identity, detach_reset, smooth, backend) are arguments so that changing them retraces.
+        surrogate's identity, detach_reset, smooth, backend, parallel) are arguments so that changing
+        them retraces. Reset-free neurons get their parallel solver (traced into the graph); the exact
+        mode of neurons with reset iterates to a data-dependent fixed point, so they run sequentially.
         """
         dtype = getattr(torch, dtype_name.removeprefix("torch."))
-        self._last_options = self.kernel_options(vector, dtype)
-        compiled = compile_spec(self.spec, self._last_options)
-        compiled.meta(self.resolve_backend(torch.device(device_type)))  # generate now, not inside the fake op
-        return register(compiled), self.resolve_backend(torch.device(device_type))
+        self._last_options = options = self.kernel_options(vector, dtype)
+        backend = self.resolve_backend(torch.device(device_type))
+        compiled = compile_spec(self.spec, options)
+        compiled.meta(backend)  # generate now, not inside the fake op
+        if self.parallel == "sequential" or self._verdict.spike_driven or not self._verdict.exact:
+            return register(compiled), backend, None, None
+        solver = compile_parallel(self.spec, options)
+        uniform = solver.uniform(dict(zip(self.spec.params, options.vector_params)))
+        return register(compiled), backend, register_solver(solver), uniform
 
     def choose_form(self, T: int, n: int = 1, uniform: bool = True) -> str:
         """'sequential', 'scan' or 'matmul' for T steps of n neurons (``uniform``: one A for all).
@@ -337,13 +350,9 @@ class Neuron(nn.Module):
             return "matmul"
         return "scan" if n <= AUTO_SCAN_MAX_N else "sequential"
 
-    def _run_parallel(self, T, compiled, backend, xs, init, params, options):
+    def _run_parallel(self, T, key, backend, solver, uniform, xs, init, params):
         """Spikes and states from a parallel form, or None to run the sequential kernels."""
-        if self.parallel == "sequential" or (self.parallel == "auto" and self.choose_form(T) == "sequential"):
-            return None
-        solver = compile_parallel(self.spec, options)
-        vector = dict(zip(self.spec.params, options.vector_params))
-        form = self.choose_form(T, xs[0].shape[1], solver.uniform(vector))
+        form = self.choose_form(T, xs[0].shape[1], uniform)
         if form == "sequential":
             return None
         cdt = compute_dtype(xs[0].dtype)
@@ -364,10 +373,10 @@ class Neuron(nn.Module):
             self.last_form = {"form": "sequential", "fallback": True}
             return None
         spikes, charged, states, passes = found
-        saved = [charged[self.spec.states.index(s)] for s in compiled.meta(backend)["saved_states"]]
+        saved = [charged[self.spec.states.index(s)] for s in registered(key).meta(backend)["saved_states"]]
         states = states if self.store_state_seqs else [v[-1] for v in states]
         self.last_form = {"form": f"exact-{form}", "passes": passes}
-        return neuron_op(register(compiled), backend, xs, init, params, self.store_state_seqs,
+        return neuron_op(key, backend, xs, init, params, self.store_state_seqs,
                          precomputed=(spikes.to(xs[0].dtype), [v.contiguous() for v in states],
                                       [h.contiguous() for h in saved]))
 

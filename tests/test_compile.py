@@ -3,7 +3,8 @@
 Layers run two custom ops (``neurodsl::neuron_forward`` / ``neurodsl::neuron_backward``) with fake
 implementations and a registered backward, so Dynamo traces a model with neurodsl layers in one graph.
 These tests compare compiled runs with eager runs (forward, every gradient, carried states) on both
-backends, check the fake implementations with ``torch.library.opcheck``, and check autocast.
+backends, check the fake implementations with ``torch.library.opcheck``, and check autocast. Reset-free
+neurons keep their parallel form under torch.compile (traced into the graph); exact mode runs sequentially.
 """
 from __future__ import annotations
 
@@ -158,9 +159,9 @@ def test_changing_backend_retraces():
     real = layer._kernel_for_trace
 
     def spy(*args):
-        key, backend = real(*args)
+        key, backend, *parallel = real(*args)
         seen.append(backend)
-        return key, backend
+        return key, backend, *parallel
 
     spy._dynamo_marked_constant = True
     layer._kernel_for_trace = spy
@@ -178,6 +179,69 @@ def test_dynamic_batch_size():
         x = torch.rand(4, batch, 3) * 3
         layer.reset_state()
         assert torch.equal(compiled(x), zoo.LIF(backend="torch")(x))
+
+
+# -- parallel forms ----------------------------------------------------------------------------------
+
+def graph_recorder(graphs):
+    """A torch.compile backend that keeps each FX graph Dynamo hands it and runs it as is."""
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+    return backend
+
+
+def called_ops(graphs):
+    """Targets of every call in the graphs and their subgraphs (autograd.Function bodies are subgraphs)."""
+    return {str(node.target) for gm in graphs for sub in gm.modules() if isinstance(sub, torch.fx.GraphModule)
+            for node in sub.graph.nodes if node.op == "call_function"}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("parallel", ["scan", "matmul", "auto"])
+def test_reset_free_parallel_forms_compile(backend, parallel):
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Linear(4, 6), zoo.LIF.without_reset()(parallel=parallel, backend=backend,
+                                                                  learnable=("tau",), v_th=0.5))
+    eager, graphs = copy.deepcopy(net), []
+    compiled = torch.compile(net, fullgraph=True, backend=graph_recorder(graphs))
+    x = torch.randn(40, 3, 4) * 3                 # T = 40: parallel='auto' picks a parallel form too
+    xc, xe = x.clone().requires_grad_(), x.clone().requires_grad_()
+    yc, ye = compiled(xc), eager(xe)
+    assert torch.equal(yc, ye) and 0 < ye.sum() < ye.numel()
+    assert net[1].last_form == eager[1].last_form != {"form": "sequential"}
+    (yc * torch.arange(1.0, 41.0)[:, None, None]).sum().backward()
+    (ye * torch.arange(1.0, 41.0)[:, None, None]).sum().backward()
+    for gc, ge in zip(grads(net, xc), grads(eager, xe)):
+        torch.testing.assert_close(gc, ge, rtol=1e-5, atol=1e-5)
+    assert net[1].tau.grad.abs() > 0
+    ops = called_ops(graphs)
+    assert not any("neuron_forward" in op for op in ops)     # the parallel form, traced into the graph
+    assert any("triton_scan" in op for op in ops) == (backend == "triton" and eager[1].last_form["form"] == "scan")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_two_state_scan_with_per_neuron_params_compiles_with_dynamic_batch(backend):
+    layer = zoo.CubaLIF.without_reset()(parallel="scan", backend=backend, learnable=("v_decay",),
+                                        v_decay=torch.linspace(0.5, 0.9, 3))
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager", dynamic=True)
+    for batch in (2, 5):
+        layer.reset_state()
+        x = torch.rand(9, batch, 3) * 3
+        ref = zoo.CubaLIF.without_reset()(parallel="sequential", backend="torch", v_decay=layer.v_decay)
+        assert torch.equal(compiled(x), ref(x))
+        torch.testing.assert_close(layer.v, ref.v)
+        assert layer.last_form == {"form": "scan"}
+
+
+def test_exact_mode_runs_sequentially_under_compile():
+    layer = zoo.LIF(parallel="scan", backend="torch")
+    eager = copy.deepcopy(layer)
+    x = torch.rand(12, 2, 3) * 2
+    ye = eager(x)
+    assert eager.last_form["form"] == "exact-scan"
+    assert torch.equal(torch.compile(layer, fullgraph=True, backend="aot_eager")(x), ye)
+    assert layer.last_form == {"form": "sequential"}
 
 
 def test_trace_time_constant_marker_matches_torch():

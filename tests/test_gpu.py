@@ -124,3 +124,21 @@ def test_torch_compile_inductor_on_cuda():
     net[1].reset_state()
     got = torch.compile(net, fullgraph=True)(x)
     assert (got == expected).float().mean() > 0.999  # Inductor's fused bias add may round differently
+
+
+@compiled_only
+@pytest.mark.parametrize("parallel", ["scan", "matmul"])
+def test_torch_compile_parallel_forms_on_cuda(parallel):
+    import copy
+    torch.manual_seed(0)
+    layer = zoo.LIF.without_reset()(parallel=parallel, learnable=("tau",)).cuda()
+    eager = copy.deepcopy(layer)
+    x = torch.rand(256, 4, 64, device="cuda") * 2
+    xc, xe = x.clone().requires_grad_(), x.clone().requires_grad_()
+    yc = torch.compile(layer, fullgraph=True, backend="aot_eager")(xc)
+    ye = eager(xe)
+    assert layer.last_form == eager.last_form == {"form": parallel}
+    assert torch.equal(yc, ye) and 0 < ye.sum() < ye.numel()
+    yc.sum().backward(), ye.sum().backward()
+    torch.testing.assert_close(xc.grad, xe.grad)
+    torch.testing.assert_close(layer.tau.grad, eager.tau.grad)
