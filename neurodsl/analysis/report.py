@@ -24,7 +24,9 @@ def display_name(name: str) -> str:
 
 
 def _show(expr) -> str:
+    """Readable names, and folded constants with 8 significant digits (the kernels keep full precision)."""
     names = {s: sp.Symbol(display_name(s.name)) for s in expr.free_symbols}
+    names.update({f: sp.Float(f, 8) for f in expr.atoms(sp.Float)})
     return sp.sstr(expr.xreplace(names))
 
 
