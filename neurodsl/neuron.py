@@ -46,6 +46,19 @@ def _constant_under_compile(fn):
     return fn
 
 
+class _StateSequence:
+    """``layer.v_seq``: state ``v`` at every step of the last call, [T, *shape], when ``store_state_seqs``
+    is set (SpikingJelly's ``store_v_seq``); None otherwise."""
+
+    def __init__(self, state: str):
+        self.state = state
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        return instance.__dict__.get("state_seqs", {}).get(self.state)
+
+
 class _hybridmethod:
     """A method callable on the class (defaults) and on an instance (its settings)."""
 
@@ -80,6 +93,9 @@ class Neuron(nn.Module):
                     params[name] = value
                     states.pop(name, None)
         cls._states_decl, cls._params_decl = states, params
+        for name in states:  # SpikingJelly's v_seq, for every state: layer.<state>_seq
+            if not hasattr(cls, f"{name}_seq") and f"{name}_seq" not in params:
+                setattr(cls, f"{name}_seq", _StateSequence(name))
         cls._variant_memo = {}
         equations = dict(getattr(cls, "_equations", {}))
         for method in ("charge", "fire", "reset"):

@@ -146,6 +146,7 @@ def test_store_state_seqs_values_and_gradients(cls, backend):
     assert all(v.shape == (5, 2, 3) for v in states.values())
     for k in cls.spec.states:
         assert torch.equal(layer._carried[k], layer.state_seqs[k][-1])
+        assert getattr(layer, f"{k}_seq") is layer.state_seqs[k]  # SpikingJelly's v_seq, for every state
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])

@@ -97,3 +97,17 @@ def test_lif_from_spikingjelly_reads_the_node_and_takes_overrides():
     assert (lif.tau.item(), lif.v_th.item(), round(lif.v_reset.item(), 6)) == (5.0, 0.5, -0.1)
     assert lif.detach_reset and lif.step_mode == "s" and lif.store_state_seqs and lif.backend == "torch"
     assert isinstance(lif.surrogate, nd.surrogate.Sigmoid) and lif.surrogate.alpha == 3.0
+
+
+def test_v_seq_matches_spikingjelly_store_v_seq():
+    node = neuron.LIFNode(tau=2.5, v_reset=None, step_mode="m", store_v_seq=True)
+    lif = nd.zoo.LIF.from_spikingjelly(node)
+    x = torch.rand(7, 3, 5) * 2
+    assert lif.v_seq is None                                # nothing stored before the first call
+    ours, ref = lif(x), node(x)
+    assert torch.equal(ours, ref) and 0 < ref.sum()
+    assert lif.v_seq.shape == (7, 3, 5)
+    torch.testing.assert_close(lif.v_seq, node.v_seq)
+    assert torch.equal(lif.v_seq[-1], lif.v)
+    lif.reset_state()
+    assert lif.v_seq is None
