@@ -17,6 +17,7 @@ import torch
 from . import cache, render
 from .errors import BackendError
 from .plan import KernelPlan
+from .registry import Registry
 
 
 def compute_dtype(io_dtype: torch.dtype) -> torch.dtype:
@@ -138,21 +139,15 @@ def check_backend(backend: str, device: torch.device) -> None:
 # The front end registers each CompiledNeuron under its plan key; the ops below take that key (a string), so
 # torch.compile sees two opaque custom ops with fake (shape-only) implementations and a registered backward,
 # never the Python that chooses and generates the kernels.
-_REGISTRY: dict[str, CompiledNeuron] = {}
+_REGISTRY = Registry("compiled neuron")
 
 
 def register(compiled: CompiledNeuron) -> str:
     """Make ``compiled`` reachable from the torch ops; returns the key to pass them."""
-    _REGISTRY[compiled.key] = compiled
-    return compiled.key
+    return _REGISTRY.add(compiled).key
 
 
-def registered(key: str) -> CompiledNeuron:
-    try:
-        return _REGISTRY[key]
-    except KeyError:
-        raise BackendError("ND304", f"no compiled neuron is registered under key '{key}' in this process; "
-                                    "run the layer once (or build it) before loading a compiled graph") from None
+registered = _REGISTRY.get
 
 
 def _fresh(outputs, inputs) -> list[torch.Tensor]:

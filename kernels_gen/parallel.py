@@ -26,8 +26,8 @@ import hashlib
 import torch
 
 from . import cache, render
-from .errors import BackendError
 from .plan import CODEGEN_VERSION, ParallelPlan
+from .registry import Registry
 
 
 def _field(values, T: int, n: int, k: int, like: torch.Tensor, rows: int) -> torch.Tensor:
@@ -230,18 +230,12 @@ class CompiledParallel:
         return None
 
 
-_SOLVERS: dict[str, CompiledParallel] = {}
+_SOLVERS = Registry("parallel solver")
 
 
 def register(solver: CompiledParallel) -> str:
     """Make ``solver`` reachable by key from code that torch.compile traces; returns the key."""
-    _SOLVERS[solver.key] = solver
-    return solver.key
+    return _SOLVERS.add(solver).key
 
 
-def registered(key: str) -> CompiledParallel:
-    try:
-        return _SOLVERS[key]
-    except KeyError:
-        raise BackendError("ND304", f"no parallel solver is registered under key '{key}' in this process; "
-                                    "run the layer once (or build it) before loading a compiled graph") from None
+registered = _SOLVERS.get
