@@ -312,8 +312,7 @@ class Neuron(nn.Module):
             key, backend = register(compile_spec(self.spec, options)), self.resolve_backend(xs[0].device)
             solver = uniform = None
             if self.parallel != "sequential" and (self.parallel != "auto" or self.choose_form(T) != "sequential"):
-                solver = compile_parallel(self.spec, options)
-                uniform = solver.uniform(dict(zip(self.spec.params, options.vector_params)))
+                solver, uniform = self._parallel_solver(options)
         result = None if solver is None else self._run_parallel(T, key, backend, solver, uniform, flat_xs, init,
                                                                 flat_params)
         if result is None:
@@ -344,9 +343,13 @@ class Neuron(nn.Module):
         compiled.meta(backend)  # generate now, not inside the fake op
         if self.parallel == "sequential" or self._verdict.spike_driven or not self._verdict.exact:
             return register(compiled), backend, None, None
-        solver = compile_parallel(self.spec, options)
-        uniform = solver.uniform(dict(zip(self.spec.params, options.vector_params)))
+        solver, uniform = self._parallel_solver(options)
         return register(compiled), backend, register_solver(solver), uniform
+
+    def _parallel_solver(self, options):
+        """The generated parallel forms for ``options``, and whether A is one matrix for all steps and neurons."""
+        solver = compile_parallel(self.spec, options)
+        return solver, solver.uniform(dict(zip(self.spec.params, options.vector_params)))
 
     def choose_form(self, T: int, n: int = 1, uniform: bool = True) -> str:
         """'sequential', 'scan' or 'matmul' for T steps of n neurons (``uniform``: one A for all).
