@@ -128,8 +128,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
               "neuron parameters outside the mapping (LIF: r not 1 or tau/dt, v_leak != v_reset; IF: r != 1/dt; "
               "CubaLIF: v_leak or v_reset != 0, r != tau_mem/dt, w_in != tau_syn/dt)",
               "pass the dt the graph was exported with; see the mapping table in docs/nir.md"),
-    "ND503": ("from_nir got a graph with a cycle, with other than one Input and one Output, or with a node no "
-              "edge feeds", "unroll recurrent connections outside NIR; give the graph one Input and one Output"),
+    "ND503": ("from_nir got a graph with other than one Input and one Output, or with a node no edge feeds or "
+              "no path from the Input reaches", "give the graph one Input and one Output, each node fed from it"),
     "ND504": ("to_nir or from_nir got a dt that is not a positive finite number",
               "pass the length of one step in NIR's time unit, e.g. dt=1e-3"),
     # distributed (neurodsl.distributed.TimeSplit)

@@ -20,15 +20,20 @@ def neurons(model: nn.Module):
     return [m for m in model.modules() if isinstance(m, Neuron)]
 
 
+def _stateful(model: nn.Module, method: str):
+    """Neurons, and other modules that carry state through ``method`` (e.g. a recurrent NIRGraphModule)."""
+    return [m for m in model.modules() if isinstance(m, Neuron) or callable(getattr(m, method, None))]
+
+
 def reset_states(model: nn.Module) -> None:
-    """Reset the carried states of every neuron in ``model``."""
-    for m in neurons(model):
+    """Reset the carried states of every neuron in ``model`` (and of modules with a ``reset_state()``)."""
+    for m in _stateful(model, "reset_state"):
         m.reset_state()
 
 
 def detach_states(model: nn.Module) -> None:
-    """Detach the carried states of every neuron in ``model`` (truncated BPTT)."""
-    for m in neurons(model):
+    """Detach the carried states of every neuron in ``model`` (and of modules with a ``detach_state()``)."""
+    for m in _stateful(model, "detach_state"):
         m.detach_state()
 
 

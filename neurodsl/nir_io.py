@@ -3,8 +3,8 @@
 :func:`to_nir` turns a model built from ``nn.Sequential``, ``nn.Linear``, ``nn.Conv2d`` (inside
 :class:`~neurodsl.containers.SeqToBatch`), ``nn.Flatten``, ``nn.Identity`` and the zoo's ``LIF``, ``PLIF``,
 ``IF`` and ``CubaLIF`` into a ``nir.NIRGraph``. :func:`from_nir` builds a module from a graph: an
-``nn.Sequential`` for a chain, a :class:`NIRGraphModule` for any other acyclic graph. Both work in
-neurodsl's multi-step layout ``[T, batch, *shape]``.
+``nn.Sequential`` for a chain, a :class:`NIRGraphModule` for any other graph, recurrent ones included.
+Both work in neurodsl's multi-step layout ``[T, batch, *shape]``.
 
 Time convention: NIR neurons are ODEs; one neurodsl step is one forward-Euler step of length ``dt``.
 
@@ -36,7 +36,7 @@ import operator
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
-from graphlib import CycleError, TopologicalSorter
+from graphlib import TopologicalSorter
 from pathlib import Path
 
 import numpy as np
@@ -58,15 +58,26 @@ __all__ = ["to_nir", "from_nir", "NIRGraphModule", "NIRError"]
 
 
 class NIRGraphModule(nn.Module):
-    """Runs an acyclic graph of modules in topological order; a node gets the sum of its predecessors' outputs.
+    """Runs a graph of modules; a node gets the sum of its predecessors' outputs.
 
     ``edges`` name modules, ``input_name`` and ``output_name``, as in NIR. :func:`from_nir` returns one for
-    graphs that are not a chain, and :func:`to_nir` exports it back.
+    graphs that are not a chain, and :func:`to_nir` exports it back. An acyclic graph runs each module
+    once over all T steps, in topological order:
 
     >>> block = NIRGraphModule({"a": torch.nn.Identity(), "b": torch.nn.Identity()},
     ...                        [("in", "a"), ("in", "b"), ("a", "b"), ("a", "out"), ("b", "out")], "in", "out")
-    >>> block(torch.ones(1)).item()                     # a = x, b = x + a, out = a + b
+    >>> block(torch.ones(1, 1)).item()                  # a = x, b = x + a, out = a + b
     3.0
+
+    A graph with cycles (a recurrent network) runs step by step. A depth-first walk from the input
+    finds the edges that close a cycle (``delayed``); each of them carries its source's output from the
+    previous step, so ``rec`` below feeds ``acc`` the value it had one step earlier. What the delayed
+    edges carry is state, like the neurons' (``reset_state()``, ``detach_state()``):
+
+    >>> loop = NIRGraphModule({"acc": torch.nn.Identity(), "rec": torch.nn.Identity()},
+    ...                       [("in", "acc"), ("acc", "rec"), ("rec", "acc"), ("acc", "out")], "in", "out")
+    >>> loop.delayed, loop(torch.ones(4, 1)).flatten().tolist()    # acc[t] = x[t] + acc[t-1]
+    ([('rec', 'acc')], [1.0, 2.0, 3.0, 4.0])
     """
 
     def __init__(self, modules: dict[str, nn.Module], edges: Sequence[tuple[str, str]], input_name: str,
@@ -75,16 +86,67 @@ class NIRGraphModule(nn.Module):
         self.nodes = nn.ModuleDict(modules)
         self.edges = [tuple(edge) for edge in edges]
         self.input_name, self.output_name = input_name, output_name
+        self.delayed = _back_edges(self.edges, input_name)
         self.predecessors: dict[str, list[str]] = {name: [] for name in [*modules, output_name]}
+        self.fed_back: dict[str, list[str]] = {name: [] for name in modules}
         for src, dst in self.edges:
-            self.predecessors[dst].append(src)
+            (self.fed_back if (src, dst) in self.delayed else self.predecessors)[dst].append(src)
         self.order = [n for n in TopologicalSorter(self.predecessors).static_order() if n in self.nodes]
+        self._feedback: dict[str, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.delayed:
+            return self._run(x)
+        # One step at a time: every module sees [1, B, ...] and its neurons carry their states across steps.
+        return torch.cat([self._run(x_t) for x_t in x.split(1)])
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
         values = {self.input_name: x}
         for name in self.order:
-            values[name] = self.nodes[name](_sum(values[p] for p in self.predecessors[name]))
+            fed_back = [self._feedback[p] for p in self.fed_back[name] if p in self._feedback]  # none at t = 0
+            values[name] = self.nodes[name](_sum([values[p] for p in self.predecessors[name]] + fed_back))
+        if self.delayed:
+            self._feedback = {src: values[src] for src, _ in self.delayed}
         return _sum(values[p] for p in self.predecessors[self.output_name])
+
+    def reset_state(self) -> None:
+        """Forget what the delayed edges carry (``nd.reset_states`` calls this; neurons reset separately)."""
+        self._feedback = {}
+
+    def reset(self) -> None:
+        """Same as :meth:`reset_state` (for SpikingJelly's ``functional.reset_net``)."""
+        self.reset_state()
+
+    def detach_state(self) -> None:
+        """Cut the autograd history of what the delayed edges carry (truncated BPTT)."""
+        self._feedback = {k: v.detach() for k, v in self._feedback.items()}
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_feedback"] = {k: v.detach() for k, v in self._feedback.items()}
+        return state
+
+
+def _back_edges(edges: list[tuple[str, str]], start: str) -> list[tuple[str, str]]:
+    """The edges that close a cycle in a depth-first walk from ``start`` (successors in edge order)."""
+    successors: dict[str, list[str]] = {}
+    for src, dst in edges:
+        successors.setdefault(src, []).append(dst)
+    back, on_path, done = [], {start}, set()
+    stack = [(start, iter(successors.get(start, [])))]
+    while stack:
+        node, children = stack[-1]
+        child = next(children, None)
+        if child is None:
+            stack.pop()
+            on_path.discard(node)
+            done.add(node)
+        elif child in on_path:
+            back.append((node, child))
+        elif child not in done:
+            on_path.add(child)
+            stack.append((child, iter(successors.get(child, []))))
+    return back
 
 
 def _sum(tensors):
@@ -160,10 +222,17 @@ class _Exporter:
                 preds = self.walk(child, _join(name, child_name), preds, lead)
             return preds
         if isinstance(module, NIRGraphModule):
-            exits = {module.input_name: preds}
+            exits, entries = {module.input_name: preds}, {}
             for key in module.order:
                 feeding = [pair for p in module.predecessors[key] for pair in exits[p]]
+                before = len(self.nodes)
                 exits[key] = self.walk(module.nodes[key], _join(name, key), feeding, lead)
+                entries[key] = list(self.nodes)[before:before + 1]
+            for src, dst in module.delayed:  # the recurrent edges, once both ends exist
+                if not entries[dst]:
+                    raise NIRError("ND501", f"{_join(name, dst)}: a recurrent edge ends at a module that exports "
+                                            "no NIR node")
+                self.edges += [(node, entries[dst][0]) for node, _ in exits[src]]
             return [pair for p in module.predecessors[module.output_name] for pair in exits[p]]
         if isinstance(module, nn.Identity):
             return preds
@@ -243,14 +312,15 @@ def from_nir(graph: nir.NIRGraph | str | Path, dt: float = 1.0, *, neurons: Sequ
              **neuron_options) -> nn.Module:
     """A module running ``graph`` (or the graph in a NIR file) on ``[T, B, *shape]`` inputs.
 
-    Chains become an ``nn.Sequential`` named after the graph's nodes, other acyclic graphs a
-    :class:`NIRGraphModule`. ``dt`` must be the step the graph was exported with. Weights and
+    Chains become an ``nn.Sequential`` named after the graph's nodes, other graphs a
+    :class:`NIRGraphModule`; in a graph with cycles (a recurrent network), each edge that closes a cycle
+    carries the previous step's value. ``dt`` must be the step the graph was exported with. Weights and
     parameters are float32; per-neuron parameter arrays become per-neuron tensors (constant ones become
     numbers). A neuron node becomes the zoo class whose ``nir_type`` names its type (``LIF``, ``IF``,
     ``CubaLIF``); ``neurons`` adds classes of your own (they take precedence for their ``nir_type``).
     ``neuron_options`` go to every neuron (e.g. ``surrogate=``, ``backend=``). Raises
     :class:`NIRError` ND502 for a node without a neurodsl counterpart, ND503 for a graph that is not
-    one-input, one-output and acyclic, and ND504 for a ``dt`` that is not a positive number.
+    one-input, one-output and reachable from its Input, and ND504 for a ``dt`` that is not a positive number.
 
     >>> import pytest, numpy as np; nir = pytest.importorskip("nir")
     >>> graph = nir.NIRGraph.from_list(nir.Affine(np.eye(2, dtype=np.float32), np.zeros(2, np.float32)),
@@ -285,15 +355,24 @@ def from_nir(graph: nir.NIRGraph | str | Path, dt: float = 1.0, *, neurons: Sequ
         raise NIRError("ND503", f"nodes {unfed} have no incoming edge; every node but the Input needs one")
     if predecessors[inp]:
         raise NIRError("ND503", f"the Input '{inputs[0]}' has incoming edges")
-    try:
-        TopologicalSorter(predecessors).prepare()
-    except CycleError as err:
-        raise NIRError("ND503", f"the graph has a cycle {err.args[1]}: recurrent graphs need a per-step executor, "
-                                "which neurodsl's multi-step modules are not") from None
+    unreached = set(predecessors) - _reachable(edges, inp)
+    if unreached:
+        raise NIRError("ND503", f"nodes {sorted(unreached)} cannot be reached from the Input '{inputs[0]}'")
     chain = _chain(edges, inp, out, len(modules))
     if chain is not None:
         return nn.Sequential(OrderedDict((name, modules[name]) for name in chain))
     return NIRGraphModule(modules, edges, inp, out)
+
+
+def _reachable(edges: list[tuple[str, str]], start: str) -> set[str]:
+    seen, todo = {start}, [start]
+    while todo:
+        node = todo.pop()
+        for src, dst in edges:
+            if src == node and dst not in seen:
+                seen.add(dst)
+                todo.append(dst)
+    return seen
 
 
 def _module_names(keys) -> dict[str, str]:
