@@ -20,20 +20,24 @@ def neurons(model: nn.Module):
     return [m for m in model.modules() if isinstance(m, Neuron)]
 
 
-def _stateful(model: nn.Module, method: str):
-    """Neurons, and other modules that carry state through ``method`` (e.g. a recurrent NIRGraphModule)."""
-    return [m for m in model.modules() if isinstance(m, Neuron) or callable(getattr(m, method, None))]
+def _stateful(model: nn.Module):
+    """Neurons, and neurodsl modules that carry state of their own (a recurrent NIRGraphModule's loop edges).
+
+    Those declare ``carries_state = True``; a user's module with a ``reset_state`` that calls
+    :func:`reset_states` on itself is not called back.
+    """
+    return [m for m in model.modules() if isinstance(m, Neuron) or getattr(type(m), "carries_state", False)]
 
 
 def reset_states(model: nn.Module) -> None:
-    """Reset the carried states of every neuron in ``model`` (and of modules with a ``reset_state()``)."""
-    for m in _stateful(model, "reset_state"):
+    """Reset the carried states of every neuron in ``model`` (and of a recurrent ``NIRGraphModule``)."""
+    for m in _stateful(model):
         m.reset_state()
 
 
 def detach_states(model: nn.Module) -> None:
-    """Detach the carried states of every neuron in ``model`` (and of modules with a ``detach_state()``)."""
-    for m in _stateful(model, "detach_state"):
+    """Detach the carried states of every neuron in ``model`` (and of a recurrent ``NIRGraphModule``)."""
+    for m in _stateful(model):
         m.detach_state()
 
 

@@ -80,6 +80,8 @@ class NIRGraphModule(nn.Module):
     ([('rec', 'acc')], [1.0, 2.0, 3.0, 4.0])
     """
 
+    carries_state = True  # nd.reset_states / nd.detach_states reach the delayed edges' values
+
     def __init__(self, modules: dict[str, nn.Module], edges: Sequence[tuple[str, str]], input_name: str,
                  output_name: str):
         super().__init__()

@@ -367,3 +367,18 @@ def test_deepcopy_and_pickle_mid_training():
     assert type(loaded) is zoo.ALIF.without_reset() and torch.equal(loaded.tau, reset_free.tau)
     loaded.reset_state(), reset_free.reset_state()
     assert torch.equal(loaded(x), reset_free(x))
+
+
+def test_reset_states_does_not_call_back_a_users_reset_state():
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lif = zoo.LIF(backend="torch")
+
+        def reset_state(self):            # a common pattern: the model resets itself through nd
+            nd.reset_states(self)
+
+    net = Net()
+    net.lif(torch.rand(3, 2) * 3)
+    net.reset_state()                     # no recursion
+    assert net.lif.v is None
