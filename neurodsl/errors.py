@@ -124,7 +124,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
               "non-vector samples, a parameter that is not per neuron, or c_decay/v_decay = 1",
               "use the layers docs/nir.md lists, reset_mode='hard', SeqToBatch(nn.Conv2d(...)), "
               "nn.Flatten(start_dim=2)"),
-    "ND502": ("from_nir met a node without a neurodsl counterpart (e.g. nir.LI, nir.Conv1d, a subgraph) or "
+    "ND502": ("from_nir met a node without a neurodsl counterpart (e.g. nir.LI, nir.Conv1d) or "
               "neuron parameters outside the mapping (LIF: r not 1 or tau/dt, v_leak != v_reset; IF: r != 1/dt; "
               "CubaLIF: v_leak or v_reset != 0, r != tau_mem/dt, w_in != tau_syn/dt)",
               "pass the dt the graph was exported with; see the mapping table in docs/nir.md"),

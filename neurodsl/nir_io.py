@@ -339,16 +339,18 @@ def from_nir(graph: nir.NIRGraph | str | Path, dt: float = 1.0, *, neurons: Sequ
     _check_dt(dt)
     if isinstance(graph, (str, Path)):
         graph = nir.read(graph)
-    inputs, outputs = list(graph.inputs), list(graph.outputs)
+    nodes, graph_edges = _inline_subgraphs(graph)
+    inputs = [key for key, node in nodes.items() if isinstance(node, nir.Input)]
+    outputs = [key for key, node in nodes.items() if isinstance(node, nir.Output)]
     if len(inputs) != 1 or len(outputs) != 1:
         raise NIRError("ND503", f"the graph has {len(inputs)} Input and {len(outputs)} Output nodes; one of each "
                                 "is supported")
-    names = _module_names(graph.nodes)
+    names = _module_names(nodes)
     inp, out = names[inputs[0]], names[outputs[0]]
     registry = {**_ZOO_NEURONS, **{cls.nir_type: cls for cls in neurons}}
     modules = {names[key]: _import_node(node, key, dt, neuron_options, registry)
-               for key, node in graph.nodes.items() if names[key] not in (inp, out)}
-    edges = [(names[a], names[b]) for a, b in graph.edges]
+               for key, node in nodes.items() if names[key] not in (inp, out)}
+    edges = [(names[a], names[b]) for a, b in graph_edges]
     predecessors: dict[str, list[str]] = {name: [] for name in names.values()}
     for src, dst in edges:
         predecessors[dst].append(src)
@@ -364,6 +366,29 @@ def from_nir(graph: nir.NIRGraph | str | Path, dt: float = 1.0, *, neurons: Sequ
     if chain is not None:
         return nn.Sequential(OrderedDict((name, modules[name]) for name in chain))
     return NIRGraphModule(modules, edges, inp, out)
+
+
+def _inline_subgraphs(graph, prefix: str = "") -> tuple[dict, list[tuple[str, str]]]:
+    """The nodes and edges of ``graph`` with every nested ``NIRGraph`` inlined: its nodes become
+    ``'sub.node'``, and edges to or from ``sub`` connect to what its Input feeds and its Output gets."""
+    nodes, edges, entries, exits = {}, [], {}, {}
+    for key, node in graph.nodes.items():
+        name = prefix + key
+        if not isinstance(node, nir.NIRGraph):
+            nodes[name], entries[key], exits[key] = node, [name], [name]
+            continue
+        inner, inner_edges = _inline_subgraphs(node, name + ".")
+        ins = [k for k, n in inner.items() if isinstance(n, nir.Input)]
+        outs = [k for k, n in inner.items() if isinstance(n, nir.Output)]
+        if len(ins) != 1 or len(outs) != 1 or (ins[0], outs[0]) in inner_edges:
+            raise NIRError("ND503", f"subgraph '{name}' has {len(ins)} Input and {len(outs)} Output nodes (or "
+                                    "passes its Input straight through); one of each is supported")
+        entries[key] = [dst for src, dst in inner_edges if src == ins[0]]
+        exits[key] = [src for src, dst in inner_edges if dst == outs[0]]
+        nodes.update((k, n) for k, n in inner.items() if k not in (ins[0], outs[0]))
+        edges += [(src, dst) for src, dst in inner_edges if src != ins[0] and dst != outs[0]]
+    edges += [(a, b) for src, dst in graph.edges for a in exits[src] for b in entries[dst]]
+    return nodes, edges
 
 
 def _reachable(edges: list[tuple[str, str]], start: str) -> set[str]:

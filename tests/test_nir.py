@@ -295,6 +295,28 @@ def test_recurrent_graph_carries_state_and_backpropagates_through_time():
         torch.testing.assert_close(got, want)
 
 
+def test_nested_subgraphs_are_inlined():
+    """A recurrent layer packed as a subgraph (how some exporters write one) imports like the flat graph."""
+    flat = recurrent_graph()
+    n = flat.nodes
+    layer = nir.NIRGraph(nodes={"input": nir.Input(input_type=np.array([5])), "lif": n["lif"], "w_rec": n["rec"],
+                                "output": nir.Output(output_type=np.array([5]))},
+                         edges=[("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")])
+    nested = nir.NIRGraph(nodes={"input": n["input"], "fc": n["fc"], "rlif": layer, "output": n["output"]},
+                          edges=[("input", "fc"), ("fc", "rlif"), ("rlif", "output")])
+    model = from_nir(nested, dt=DT)
+    assert model.delayed == [("rlif_w_rec", "rlif_lif")] and model.order == ["fc", "rlif_lif", "rlif_w_rec"]
+    x = torch.rand(20, 3, 3) * 2
+    expected = from_nir(flat, dt=DT)(x)
+    assert 0 < expected.mean() < 1 and torch.equal(model(x), expected)
+    two_inputs = nir.NIRGraph(nodes={"a": nir.Input(np.array([5])), "b": nir.Input(np.array([5])),
+                                     "output": nir.Output(np.array([5]))},
+                              edges=[("a", "output"), ("b", "output")], type_check=False)
+    bad = nir.NIRGraph(nodes={"input": n["input"], "fc": n["fc"], "sub": two_inputs, "output": n["output"]},
+                       edges=[("input", "fc"), ("fc", "sub"), ("sub", "output")], type_check=False)
+    assert "subgraph 'sub'" in str(expect_code("ND503", lambda: from_nir(bad)))
+
+
 def test_neuron_options_reach_every_neuron():
     model = from_nir(to_nir(mlp(True), (6,), dt=DT), dt=DT, surrogate=nd.surrogate.Sigmoid(alpha=3.0),
                      backend="torch")
@@ -359,10 +381,11 @@ def test_import_errors():
     cuba = dict(tau_syn=np.full(2, 2.0), tau_mem=np.full(2, 4.0), v_leak=np.zeros(2), v_threshold=np.ones(2))
     expect_code("ND502", lambda: from_nir(nir.NIRGraph.from_list(nir.CubaLIF(r=np.ones(2), **cuba))))
     assert isinstance(from_nir(nir.NIRGraph.from_list(nir.CubaLIF(r=np.full(2, 4.0), w_in=2.0, **cuba))), nn.Module)
-    inner = nir.NIRGraph.from_list(nir.IF(r=np.ones(2), v_threshold=np.ones(2)))
-    expect_code("ND502", lambda: from_nir(nir.NIRGraph(nodes={"input": nir.Input(np.array([2])), "sub": inner,
-                                                              "output": nir.Output(np.array([2]))},
-                                                       edges=[("input", "sub"), ("sub", "output")])))
+    inner = nir.NIRGraph.from_list(nir.LI(tau=np.ones(2), r=np.ones(2), v_leak=np.zeros(2)))
+    err = expect_code("ND502", lambda: from_nir(nir.NIRGraph(nodes={"input": nir.Input(np.array([2])), "sub": inner,
+                                                                    "output": nir.Output(np.array([2]))},
+                                                             edges=[("input", "sub"), ("sub", "output")])))
+    assert "node 'sub.li'" in str(err)                     # a node inside a subgraph is named by its path
 
 
 def test_graph_structure_errors():
