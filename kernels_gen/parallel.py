@@ -69,7 +69,7 @@ def _scan_module(k: int):
 def _triton_scan(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
     """The same recurrence with the generated Triton kernel (tl.associative_scan over chunks, carry between)."""
     T, n, k = b.shape
-    out = torch.empty_like(b)
+    out = torch.empty(b.shape, dtype=b.dtype, device=b.device)  # contiguous, as the kernel indexes it
     on_cpu = b.device.type == "cpu"  # the interpreter: few, large programs
     block = min(4096 if on_cpu else 128, max(16, 1 << (n - 1).bit_length()))
     chunk = min(64 if on_cpu else 32, max(16, 1 << (T - 1).bit_length()))

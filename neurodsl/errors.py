@@ -116,7 +116,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
               "use a scalar, a per-feature tensor, or [C, 1, 1] for [B, C, H, W]"),
     "ND408": ("the carried state does not match the input shape (batch changed without reset)",
               "call layer.reset_state() (or neurodsl.reset_states(model)) between batches"),
-    "ND409": ("parallel='matmul' with a per-neuron parameter in the recurrence matrix A",
+    "ND409": ("parallel='matmul' where the recurrence matrix A has a per-neuron parameter or depends on the input",
               "use parallel='scan' (or 'auto')"),
     # NIR exchange (neurodsl.nir_io.NIRError)
     "ND501": ("to_nir met something NIR cannot represent: a module or neuron without a NIR node (e.g. ALIF, "

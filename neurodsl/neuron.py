@@ -344,7 +344,14 @@ class Neuron(nn.Module):
         if self.parallel == "sequential" or self._verdict.spike_driven or not self._verdict.exact:
             return register(compiled), backend, None, None
         solver, uniform = self._parallel_solver(options)
+        self._check_matmul(uniform)  # here: an exception raised in traced code would stop Dynamo, not the user
         return register(compiled), backend, register_solver(solver), uniform
+
+    def _check_matmul(self, uniform: bool) -> None:
+        if self.parallel == "matmul" and not uniform:
+            raise InputError("ND409", f"{type(self).__name__}: parallel='matmul' needs one matrix A for every step "
+                                      "and neuron, but A has a per-neuron parameter or depends on the input; use "
+                                      "parallel='scan'")
 
     def _parallel_solver(self, options):
         """The generated parallel forms for ``options``, and whether A is one matrix for all steps and neurons."""
@@ -377,11 +384,8 @@ class Neuron(nn.Module):
         cdt = compute_dtype(xs[0].dtype)
         cx, cinit, cparams = ([t.to(cdt) for t in group] for group in (xs, init, params))
         if not self._verdict.spike_driven:
-            try:
-                spikes, seqs, used = solver.solve(form, cx, cinit, cparams, backend=backend)
-            except ValueError as err:
-                raise InputError("ND409", f"{type(self).__name__}: parallel='matmul': {err}; a parameter in A is "
-                                          "per-neuron, use parallel='scan'") from err
+            self._check_matmul(uniform)
+            spikes, seqs, used = solver.solve(form, cx, cinit, cparams, backend=backend)
             self.last_form = {"form": used}
             states = seqs if self.store_state_seqs else [v[-1] for v in seqs]
             return spikes.to(xs[0].dtype), tuple(states)

@@ -34,7 +34,7 @@ import functools
 import math
 import operator
 import re
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from graphlib import TopologicalSorter
 from pathlib import Path
@@ -69,15 +69,19 @@ class NIRGraphModule(nn.Module):
     >>> block(torch.ones(1, 1)).item()                  # a = x, b = x + a, out = a + b
     3.0
 
-    A graph with cycles (a recurrent network) runs step by step. A depth-first walk from the input
-    finds the edges that close a cycle (``delayed``); each of them carries its source's output from the
-    previous step, so ``rec`` below feeds ``acc`` the value it had one step earlier. What the delayed
-    edges carry is state, like the neurons' (``reset_state()``, ``detach_state()``):
+    A graph with cycles (a recurrent network) runs step by step. An edge on a cycle that does not lead
+    farther from the input (by shortest path) is delayed (``delayed``). This breaks every cycle, delays
+    nothing off a cycle, and does not depend on the order of the edge list. Each delayed edge carries
+    its source's output from the previous step (nothing at the first step), so ``rec`` below feeds
+    ``acc`` the value it had one step earlier. What the delayed edges carry is state,
+    like the neurons' (``reset_state()`` and ``detach_state()`` handle both):
 
     >>> loop = NIRGraphModule({"acc": torch.nn.Identity(), "rec": torch.nn.Identity()},
     ...                       [("in", "acc"), ("acc", "rec"), ("rec", "acc"), ("acc", "out")], "in", "out")
     >>> loop.delayed, loop(torch.ones(4, 1)).flatten().tolist()    # acc[t] = x[t] + acc[t-1]
     ([('rec', 'acc')], [1.0, 2.0, 3.0, 4.0])
+
+    With every neuron inside in single-step mode (``step_mode='s'``), a call is one step of ``[B, ...]``.
     """
 
     carries_state = True  # nd.reset_states / nd.detach_states reach the delayed edges' values
@@ -97,10 +101,18 @@ class NIRGraphModule(nn.Module):
         self._feedback: dict[str, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.delayed:
+        neurons = [m for m in self.nodes.modules() if isinstance(m, Neuron)]
+        if not self.delayed or (neurons and all(m.step_mode == "s" for m in neurons)):
             return self._run(x)
         # One step at a time: every module sees [1, B, ...] and its neurons carry their states across steps.
-        return torch.cat([self._run(x_t) for x_t in x.split(1)])
+        steps, seqs = [], {m: [] for m in neurons if m.store_state_seqs}
+        for x_t in x.split(1):
+            steps.append(self._run(x_t))
+            for m, per_step in seqs.items():
+                per_step.append(m.state_seqs)
+        for m, per_step in seqs.items():  # state_seqs over all T steps, not the last one
+            m.state_seqs = {k: torch.cat([step[k] for step in per_step]) for k in per_step[0]}
+        return torch.cat(steps)
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         values = {self.input_name: x}
@@ -112,16 +124,22 @@ class NIRGraphModule(nn.Module):
         return _sum(values[p] for p in self.predecessors[self.output_name])
 
     def reset_state(self) -> None:
-        """Forget what the delayed edges carry (``nd.reset_states`` calls this; neurons reset separately)."""
+        """Forget what the delayed edges carry and the states of the neurons inside."""
         self._feedback = {}
+        for m in self.nodes.modules():
+            if isinstance(m, Neuron):
+                m.reset_state()
 
     def reset(self) -> None:
         """Same as :meth:`reset_state` (for SpikingJelly's ``functional.reset_net``)."""
         self.reset_state()
 
     def detach_state(self) -> None:
-        """Cut the autograd history of what the delayed edges carry (truncated BPTT)."""
+        """Cut the autograd history of what the delayed edges carry and of the neurons' states (truncated BPTT)."""
         self._feedback = {k: v.detach() for k, v in self._feedback.items()}
+        for m in self.nodes.modules():
+            if isinstance(m, Neuron):
+                m.detach_state()
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -130,25 +148,16 @@ class NIRGraphModule(nn.Module):
 
 
 def _back_edges(edges: list[tuple[str, str]], start: str) -> list[tuple[str, str]]:
-    """The edges that close a cycle in a depth-first walk from ``start`` (successors in edge order)."""
+    """The edges that get a one-step delay: those on a cycle that do not lead farther from ``start``
+    (by shortest path). What remains is acyclic, and no edge off a cycle is delayed."""
     successors: dict[str, list[str]] = {}
     for src, dst in edges:
         successors.setdefault(src, []).append(dst)
-    back, on_path, done = [], {start}, set()
-    stack = [(start, iter(successors.get(start, [])))]
-    while stack:
-        node, children = stack[-1]
-        child = next(children, None)
-        if child is None:
-            stack.pop()
-            on_path.discard(node)
-            done.add(node)
-        elif child in on_path:
-            back.append((node, child))
-        elif child not in done:
-            on_path.add(child)
-            stack.append((child, iter(successors.get(child, []))))
-    return back
+    depth = _depths(successors, start)
+    far = len(depth)  # nodes start does not reach
+    reach = {node: set(_depths(successors, node)) for node in {*successors, *(dst for _, dst in edges)}}
+    return sorted({(src, dst) for src, dst in edges
+                   if src in reach[dst] and depth.get(dst, far) <= depth.get(src, far)})
 
 
 def _sum(tensors):
@@ -227,14 +236,15 @@ class _Exporter:
             exits, entries = {module.input_name: preds}, {}
             for key in module.order:
                 feeding = [pair for p in module.predecessors[key] for pair in exits[p]]
-                before = len(self.nodes)
+                before = len(self.edges)
                 exits[key] = self.walk(module.nodes[key], _join(name, key), feeding, lead)
-                entries[key] = list(self.nodes)[before:before + 1]
+                sources = {node for node, _ in feeding}   # where the module's input went: its entry nodes
+                entries[key] = list(dict.fromkeys(d for s, d in self.edges[before:] if s in sources))
             for src, dst in module.delayed:  # the recurrent edges, once both ends exist
                 if not entries[dst]:
                     raise NIRError("ND501", f"{_join(name, dst)}: a recurrent edge ends at a module that exports "
                                             "no NIR node")
-                self.edges += [(node, entries[dst][0]) for node, _ in exits[src]]
+                self.edges += [(node, entry) for node, _ in exits[src] for entry in entries[dst]]
             return [pair for p in module.predecessors[module.output_name] for pair in exits[p]]
         if isinstance(module, nn.Identity):
             return preds
@@ -359,7 +369,10 @@ def from_nir(graph: nir.NIRGraph | str | Path, dt: float = 1.0, *, neurons: Sequ
         raise NIRError("ND503", f"nodes {unfed} have no incoming edge; every node but the Input needs one")
     if predecessors[inp]:
         raise NIRError("ND503", f"the Input '{inputs[0]}' has incoming edges")
-    unreached = set(predecessors) - _reachable(edges, inp)
+    successors: dict[str, list[str]] = {}
+    for src, dst in edges:
+        successors.setdefault(src, []).append(dst)
+    unreached = set(predecessors) - set(_depths(successors, inp))
     if unreached:
         raise NIRError("ND503", f"nodes {sorted(unreached)} cannot be reached from the Input '{inputs[0]}'")
     chain = _chain(edges, inp, out, len(modules))
@@ -385,21 +398,24 @@ def _inline_subgraphs(graph, prefix: str = "") -> tuple[dict, list[tuple[str, st
                                     "passes its Input straight through); one of each is supported")
         entries[key] = [dst for src, dst in inner_edges if src == ins[0]]
         exits[key] = [src for src, dst in inner_edges if dst == outs[0]]
+        if not entries[key] or not exits[key]:
+            raise NIRError("ND503", f"subgraph '{name}': its Input feeds nothing or its Output gets nothing")
         nodes.update((k, n) for k, n in inner.items() if k not in (ins[0], outs[0]))
         edges += [(src, dst) for src, dst in inner_edges if src != ins[0] and dst != outs[0]]
     edges += [(a, b) for src, dst in graph.edges for a in exits[src] for b in entries[dst]]
     return nodes, edges
 
 
-def _reachable(edges: list[tuple[str, str]], start: str) -> set[str]:
-    seen, todo = {start}, [start]
-    while todo:
-        node = todo.pop()
-        for src, dst in edges:
-            if src == node and dst not in seen:
-                seen.add(dst)
-                todo.append(dst)
-    return seen
+def _depths(successors: dict[str, list[str]], start: str) -> dict[str, int]:
+    """Shortest-path length from ``start`` of every node it reaches (breadth-first)."""
+    depth, queue = {start: 0}, deque([start])
+    while queue:
+        node = queue.popleft()
+        for n in successors.get(node, []):
+            if n not in depth:
+                depth[n] = depth[node] + 1
+                queue.append(n)
+    return depth
 
 
 def _module_names(keys) -> dict[str, str]:

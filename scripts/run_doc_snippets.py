@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
-BLOCK = re.compile(r"^```python\n(.*?)^```\n(?:\s*^```text\n(.*?)^```)?", re.S | re.M)
+BLOCK = re.compile(r"^```python\n(.*?)^```[ \t]*(?:\n|\Z)(?:\s*^```text\n(.*?)^```)?", re.S | re.M)
 CHECKER, FLAGS = doctest.OutputChecker(), doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
@@ -45,20 +45,23 @@ def run_block(code: str, expected: str | None, name: str, namespace: dict) -> st
 def main(args) -> int:
     failures = passed = 0
     for path in markdown_files(args):
-        blocks = BLOCK.findall(path.read_text())
+        blocks = [(m.group(1), m.group(2)) for m in BLOCK.finditer(path.read_text())]  # output None: unchecked
         if not blocks:
             continue
         namespace = {"__name__": f"doc_{path.stem}"}
         t0 = time.perf_counter()
+        ran = checked = 0
         for i, (code, expected) in enumerate(blocks):
-            problem = run_block(code, expected or None, f"{path}[block {i + 1}]", namespace)
+            problem = run_block(code, expected, f"{path}[block {i + 1}]", namespace)
+            ran += 1
             if problem:
                 failures += 1
                 print(f"FAILED {path} block {i + 1}: {problem}")
                 break
             passed += 1
-        checked = sum(1 for _, expected in blocks if expected)
-        print(f"{path}: {len(blocks)} python blocks ran, {checked} outputs checked ({time.perf_counter() - t0:.1f}s)")
+            checked += expected is not None
+        print(f"{path}: {ran} of {len(blocks)} python blocks ran, {checked} outputs checked "
+              f"({time.perf_counter() - t0:.1f}s)")
     print(f"snippets: {passed} passed, {failures} failed")
     return 1 if failures else 0
 

@@ -234,6 +234,18 @@ def test_two_state_scan_with_per_neuron_params_compiles_with_dynamic_batch(backe
         assert layer.last_form == {"form": "scan"}
 
 
+def test_matmul_with_per_neuron_a_raises_nd409_under_fullgraph():
+    """Raised while Dynamo picks the kernels, so it is the typed error (Dynamo may wrap it), not a trace failure."""
+    layer = zoo.LIF.without_reset()(parallel="matmul", backend="torch", tau=torch.linspace(2.0, 4.0, 3))
+    with pytest.raises(Exception) as info:
+        torch.compile(layer, fullgraph=True, backend="aot_eager")(torch.rand(40, 2, 3))
+    chain, err = [], info.value
+    while err is not None:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    assert any(isinstance(e, nd.InputError) and e.code == "ND409" for e in chain), chain
+
+
 def test_exact_mode_runs_sequentially_under_compile():
     layer = zoo.LIF(parallel="scan", backend="torch")
     eager = copy.deepcopy(layer)

@@ -17,13 +17,14 @@ def run_snippets(tmp_path, markdown: str):
 
 def page(code: str, output: str | None, between: str = "\n") -> str:
     text = f"{FENCE}python\n{code}\n{FENCE}\n"
-    return text + (f"{between}{FENCE}text\n{output}\n{FENCE}\n" if output is not None else "")
+    body = f"{output}\n" if output else ""
+    return text + (f"{between}{FENCE}text\n{body}{FENCE}\n" if output is not None else "")
 
 
 def test_matching_output_passes(tmp_path):
     result = run_snippets(tmp_path, page("x = 6 * 7\nprint(x, 'at', '/tmp/abc')", "42   at ..."))
     assert result.returncode == 0, result.stdout
-    assert "1 outputs checked" in result.stdout
+    assert "1 of 1 python blocks ran, 1 outputs checked" in result.stdout
 
 
 def test_other_output_fails_and_shows_both(tmp_path):
@@ -41,3 +42,10 @@ def test_exception_fails_and_later_blocks_share_the_namespace(tmp_path):
 def test_text_block_after_prose_is_not_an_output(tmp_path):
     result = run_snippets(tmp_path, page("print(1)", "not what it prints", between="\nSome prose.\n\n"))
     assert result.returncode == 0 and "0 outputs checked" in result.stdout
+
+
+def test_last_block_without_newline_runs_and_empty_output_means_silence(tmp_path):
+    result = run_snippets(tmp_path, f"{FENCE}python\nraise SystemError('ran')\n{FENCE}")
+    assert result.returncode == 1 and "ran" in result.stdout
+    assert run_snippets(tmp_path, page("x = 1", "")).returncode == 0
+    assert run_snippets(tmp_path, page("print('noise')", "")).returncode == 1

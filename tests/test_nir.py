@@ -295,6 +295,46 @@ def test_recurrent_graph_carries_state_and_backpropagates_through_time():
         torch.testing.assert_close(got, want)
 
 
+def test_recurrent_graph_single_step_edge_order_and_state_seqs():
+    graph = recurrent_graph()
+    model = from_nir(graph, dt=DT, store_state_seqs=True)
+    x = torch.rand(9, 4, 3) * 2
+    spikes = model(x)
+    lif = model.nodes["lif"]
+    assert lif.state_seqs["v"].shape == (9, 4, 5)                # every step, not the last one
+    assert torch.equal(lif.v_seq[-1], lif.v)
+    shuffled = nir.NIRGraph(nodes=graph.nodes, edges=list(reversed(graph.edges)))
+    again = from_nir(shuffled, dt=DT)
+    assert again.delayed == model.delayed == [("rec", "lif")]    # the edge list's order does not matter
+    assert torch.equal(again(x), spikes)
+    model.reset_state()                                          # the loop's values and the neurons inside
+    assert model._feedback == {} and lif.v is None
+    nd.set_step_mode(model, "s")                                 # one call per step, [B, ...]
+    assert torch.equal(torch.stack([model(x_t) for x_t in x]), spikes)
+    assert lif.v.shape == (4, 5)
+
+
+def test_export_of_a_loop_into_a_nested_graph_module_reaches_every_entry():
+    eye = torch.eye(2)
+
+    def linear():
+        layer = nn.Linear(2, 2, bias=False)
+        with torch.no_grad():
+            layer.weight.copy_(eye * 0.5)
+        return layer
+
+    inner = NIRGraphModule({"p": linear(), "q": linear()}, [("i", "p"), ("i", "q"), ("p", "o"), ("q", "o")], "i", "o")
+    outer = NIRGraphModule({"inner": inner, "lif": zoo.LIF(v_th=0.6), "rec": linear()},
+                           [("x", "inner"), ("inner", "lif"), ("lif", "rec"), ("rec", "inner"), ("lif", "y")],
+                           "x", "y")
+    assert outer.delayed == [("rec", "inner")]
+    graph = to_nir(outer, (2,), dt=DT)
+    assert {("rec", "inner.p"), ("rec", "inner.q")} <= set(graph.edges)
+    x = torch.rand(12, 3, 2) * 2
+    expected = outer(x)
+    assert 0 < expected.mean() < 1 and torch.equal(from_nir(graph, dt=DT)(x), expected)
+
+
 def test_nested_subgraphs_are_inlined():
     """A recurrent layer packed as a subgraph (how some exporters write one) imports like the flat graph."""
     flat = recurrent_graph()

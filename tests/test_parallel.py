@@ -288,3 +288,13 @@ def test_parallel_spikes_keep_the_fp64_gradient():
         grads[form] = xa.grad
     for form in ("scan", "matmul"):
         torch.testing.assert_close(grads[form], grads["sequential"], rtol=1e-12, atol=1e-12)
+
+
+def test_triton_scan_op_takes_non_contiguous_tensors():
+    from kernels_gen.parallel import _doubling_scan, triton_scan
+    gen = torch.Generator().manual_seed(5)
+    A = torch.rand(6, 3, 2, 2, generator=gen) * 0.5
+    b = torch.rand(3, 6, 2, generator=gen).transpose(0, 1)      # [T, N, k], not contiguous
+    v0 = torch.rand(3, 2, generator=gen)
+    assert not b.is_contiguous()
+    torch.testing.assert_close(triton_scan(A, b, v0), _doubling_scan(A, b, v0))
