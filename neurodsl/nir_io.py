@@ -46,6 +46,7 @@ from torch import nn
 from . import zoo
 from .containers import SeqToBatch, StepLoop
 from .errors import NIRError
+from .functional import neurons
 from .neuron import Neuron
 
 try:
@@ -101,11 +102,11 @@ class NIRGraphModule(nn.Module):
         self._feedback: dict[str, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        neurons = [m for m in self.nodes.modules() if isinstance(m, Neuron)]
-        if not self.delayed or (neurons and all(m.step_mode == "s" for m in neurons)):
+        inside = neurons(self.nodes)
+        if not self.delayed or (inside and all(m.step_mode == "s" for m in inside)):
             return self._run(x)
         # One step at a time: every module sees [1, B, ...] and its neurons carry their states across steps.
-        steps, seqs = [], {m: [] for m in neurons if m.store_state_seqs}
+        steps, seqs = [], {m: [] for m in inside if m.store_state_seqs}
         for x_t in x.split(1):
             steps.append(self._run(x_t))
             for m, per_step in seqs.items():
@@ -126,9 +127,8 @@ class NIRGraphModule(nn.Module):
     def reset_state(self) -> None:
         """Forget what the delayed edges carry and the states of the neurons inside."""
         self._feedback = {}
-        for m in self.nodes.modules():
-            if isinstance(m, Neuron):
-                m.reset_state()
+        for m in neurons(self.nodes):
+            m.reset_state()
 
     def reset(self) -> None:
         """Same as :meth:`reset_state` (for SpikingJelly's ``functional.reset_net``)."""
@@ -137,9 +137,8 @@ class NIRGraphModule(nn.Module):
     def detach_state(self) -> None:
         """Cut the autograd history of what the delayed edges carry and of the neurons' states (truncated BPTT)."""
         self._feedback = {k: v.detach() for k, v in self._feedback.items()}
-        for m in self.nodes.modules():
-            if isinstance(m, Neuron):
-                m.detach_state()
+        for m in neurons(self.nodes):
+            m.detach_state()
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -150,9 +149,7 @@ class NIRGraphModule(nn.Module):
 def _back_edges(edges: list[tuple[str, str]], start: str) -> list[tuple[str, str]]:
     """The edges that get a one-step delay: those on a cycle that do not lead farther from ``start``
     (by shortest path). What remains is acyclic, and no edge off a cycle is delayed."""
-    successors: dict[str, list[str]] = {}
-    for src, dst in edges:
-        successors.setdefault(src, []).append(dst)
+    successors = _successors(edges)
     depth = _depths(successors, start)
     far = len(depth)  # nodes start does not reach
     reach = {node: set(_depths(successors, node)) for node in {*successors, *(dst for _, dst in edges)}}
@@ -369,9 +366,7 @@ def from_nir(graph: nir.NIRGraph | str | Path, dt: float = 1.0, *, neurons: Sequ
         raise NIRError("ND503", f"nodes {unfed} have no incoming edge; every node but the Input needs one")
     if predecessors[inp]:
         raise NIRError("ND503", f"the Input '{inputs[0]}' has incoming edges")
-    successors: dict[str, list[str]] = {}
-    for src, dst in edges:
-        successors.setdefault(src, []).append(dst)
+    successors = _successors(edges)
     unreached = set(predecessors) - set(_depths(successors, inp))
     if unreached:
         raise NIRError("ND503", f"nodes {sorted(unreached)} cannot be reached from the Input '{inputs[0]}'")
@@ -406,6 +401,13 @@ def _inline_subgraphs(graph, prefix: str = "") -> tuple[dict, list[tuple[str, st
     return nodes, edges
 
 
+def _successors(edges: list[tuple[str, str]]) -> dict[str, list[str]]:
+    successors: dict[str, list[str]] = {}
+    for src, dst in edges:
+        successors.setdefault(src, []).append(dst)
+    return successors
+
+
 def _depths(successors: dict[str, list[str]], start: str) -> dict[str, int]:
     """Shortest-path length from ``start`` of every node it reaches (breadth-first)."""
     depth, queue = {start: 0}, deque([start])
@@ -434,9 +436,7 @@ def _module_names(keys) -> dict[str, str]:
 
 def _chain(edges: list[tuple[str, str]], inp: str, out: str, n_modules: int) -> list[str] | None:
     """The module names in order if the graph is a single path from ``inp`` to ``out``, else None."""
-    successors: dict[str, list[str]] = {}
-    for src, dst in edges:
-        successors.setdefault(src, []).append(dst)
+    successors = _successors(edges)
     order, node = [], inp
     while node != out:
         if len(successors.get(node, [])) != 1:
