@@ -16,7 +16,7 @@ from kernels_gen.errors import (BackendError, CacheError, CodegenError, InputErr
                                 SpecError as _BaseSpecError)
 
 __all__ = ["NeuroDSLError", "SpecError", "Problem", "CodegenError", "BackendError", "InputError", "CacheError",
-           "DistributedError", "NIRError", "CATALOGUE"]
+           "DistributedError", "NIRError", "UsageError", "CATALOGUE"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,10 @@ class NIRError(NeuroDSLError):
 
 class DistributedError(NeuroDSLError):
     """Splitting the time axis across processes is not possible (``neurodsl.distributed``, codes 6xx)."""
+
+
+class UsageError(NeuroDSLError):
+    """The ``neurodsl`` command line or a ``neurodsl.testing`` tool was used wrongly (codes 8xx)."""
 
 
 CATALOGUE: dict[str, tuple[str, str]] = {
@@ -139,4 +143,20 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "ND602": ("a TimeSplit layer was called without an initialized torch.distributed process group, or on a "
               "process outside its group",
               "call torch.distributed.init_process_group(...) first (torchrun sets it up), on every rank of the group"),
+    # command line and testing tools (neurodsl.errors.UsageError)
+    "ND801": ("a command-line target names a file that does not exist, a directory, or a file that is not Python "
+              "source", "pass FILE.py or FILE.py:Class of an existing file, a zoo name, or module:Class"),
+    "ND802": ("importing a neuron file failed: a syntax error, an exception, or sys.exit() while it was imported",
+              "fix the line the message names; put script code under `if __name__ == '__main__':`"),
+    "ND803": ("no neuron class found: an unknown zoo name, a file that defines no nd.Neuron subclass with charge "
+              "and fire (classes it only imports do not count), or a :Class / module:Class that is missing or no "
+              "Neuron", "name a zoo neuron, define the class in the file, or name an imported one as module:Class"),
+    "ND804": ("a count on the command line is below 1 (check --trials, plot --neurons / --steps, the campaign's "
+              "--examples / --max-steps)", "pass a positive number"),
+    "ND805": ("an output path's directory does not exist (plot --out, the campaign's --out)",
+              "create the directory first or write elsewhere"),
+    "ND806": ("a reference check compared nothing: every neuron's spikes flipped near the threshold, or the "
+              "reference's fire values were not finite", "draw other inputs, e.g. neurodsl.testing.inputs_for"),
+    "ND807": ("the fuzzing campaign was asked for --device cuda where torch sees no CUDA device",
+              "use --device cpu (with --backend triton the kernels run in the Triton interpreter)"),
 }
