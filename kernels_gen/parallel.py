@@ -66,13 +66,19 @@ def _scan_module(k: int):
     return cache.load_module(f"scan{k}", key, "triton", lambda: render.render_scan(k, key))
 
 
+def scan_tiles(T: int, n: int, device: torch.device) -> tuple[int, int]:
+    """(neurons per program, steps per chunk) of the Triton scan: few, large programs under the interpreter
+    (Python cost per program), 128 × 32 tiles on a GPU."""
+    on_cpu = device.type == "cpu"
+    return (min(4096 if on_cpu else 128, max(16, 1 << (n - 1).bit_length())),
+            min(64 if on_cpu else 32, max(16, 1 << (T - 1).bit_length())))
+
+
 def _triton_scan(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
     """The same recurrence with the generated Triton kernel (tl.associative_scan over chunks, carry between)."""
     T, n, k = b.shape
     out = torch.empty(b.shape, dtype=b.dtype, device=b.device)  # contiguous, as the kernel indexes it
-    on_cpu = b.device.type == "cpu"  # the interpreter: few, large programs
-    block = min(4096 if on_cpu else 128, max(16, 1 << (n - 1).bit_length()))
-    chunk = min(64 if on_cpu else 32, max(16, 1 << (T - 1).bit_length()))
+    block, chunk = scan_tiles(T, n, b.device)
     _scan_module(k).scan_kernel[(-(-n // block),)](A.contiguous(), b.contiguous(), v0.contiguous(), out, T, n,
                                                     CHUNK=chunk, BLOCK=block)
     return out
@@ -139,16 +145,29 @@ def matmul(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
     return V + torch.einsum("tij,nj->tni", P[1:], v0)
 
 
+def fresh_output(value, like: torch.Tensor) -> torch.Tensor:
+    """``value`` in ``like``'s dtype as a tensor that aliases nothing else the autograd.Function made.
+
+    A no-op ``.to(dtype)`` returns its argument, and Dynamo in torch 2.11 (``autograd_function_apply``)
+    silently zeroes the gradient of a forward output that aliases an intermediate; the spike must also keep
+    ``like``'s dtype, since ``torch.where(c, 1.0, 0.0)`` is float32 and would round fp64 gradients.
+    """
+    if not isinstance(value, torch.Tensor):
+        return torch.full_like(like, value)
+    if value.dtype != like.dtype:
+        return value.to(like.dtype)  # a conversion: a new tensor
+    return value.clone() if value is like else value
+
+
 class ParallelSpike(torch.autograd.Function):
     """spike = Θ(fire) (or the smooth primitive), with the generated surrogate derivative in backward."""
 
     @staticmethod
     def forward(ctx, fire, alpha, spike_fn, params):
         spike, dspike, dalpha = spike_fn(fire, *params)
-        ctx.save_for_backward(torch.as_tensor(dspike), torch.as_tensor(dalpha))
+        ctx.save_for_backward(*(torch.as_tensor(d, dtype=fire.dtype, device=fire.device) for d in (dspike, dalpha)))
         ctx.alpha_shape = alpha.shape
-        # fire's dtype: torch.where(c, 1.0, 0.0) is float32, which would round fp64 gradients to fp32
-        return spike.to(fire.dtype) if isinstance(spike, torch.Tensor) else torch.full_like(fire, spike)
+        return fresh_output(spike, fire)
 
     @staticmethod
     def backward(ctx, grad):
@@ -223,7 +242,8 @@ class CompiledParallel:
                 prev = torch.cat([v0[None], V[:-1]])
                 H = torch.einsum("tnij,tnj->tni", A, prev) + b
                 fire = mod.fire(*[H[..., i] for i in range(mod.K)], *params)
-                new = torch.as_tensor(mod.spike(fire, *params)[0], dtype=spikes.dtype).expand_as(spikes)
+                new = torch.as_tensor(mod.spike(fire, *params)[0], dtype=spikes.dtype, device=spikes.device)
+                new = new.expand_as(spikes)
                 if torch.equal(new, spikes):
                     return spikes, [H[..., i] for i in range(mod.K)], [V[..., i] for i in range(mod.K)], passes
                 spikes = new.clone()

@@ -60,8 +60,8 @@ def reference_run(layer: Neuron, *inputs: torch.Tensor, init: dict | None = None
     options = dict(spec.options)
     dtype = inputs[0].dtype if inputs[0].dtype == torch.float64 else torch.float32
     xs = [x.to(dtype) for x in inputs]
-    shape = xs[0].shape[1:]
-    params = {p: layer.param_value(p).to(dtype) for p in spec.params}
+    shape, device = xs[0].shape[1:], xs[0].device
+    params = {p: layer.param_value(p).to(device=device, dtype=dtype) for p in spec.params}
     state = {}
     for name, default in zip(spec.states, spec.state_defaults):
         if init and name in init:
@@ -69,8 +69,8 @@ def reference_run(layer: Neuron, *inputs: torch.Tensor, init: dict | None = None
         elif isinstance(default, str):
             value = params[default]
         else:
-            value = torch.tensor(float(default))
-        state[name] = torch.as_tensor(value).to(dtype).expand(shape)
+            value = float(default)
+        state[name] = torch.as_tensor(value, device=device).to(dtype).expand(shape)
     spikes, fires, seqs = [], [], {s: [] for s in spec.states}
     for t in range(xs[0].shape[0]):
         charged = dict(state)
@@ -81,9 +81,9 @@ def reference_run(layer: Neuron, *inputs: torch.Tensor, init: dict | None = None
         if "reset" in eq:
             s_reset = s.detach() if layer.detach_reset else s
             new.update(eq["reset"](_TensorSelf({**charged, **params}, options), s_reset))
-        state = {k: torch.as_tensor(v).expand(shape) for k, v in new.items()}
+        state = {k: torch.as_tensor(v, device=device).expand(shape) for k, v in new.items()}
         spikes.append(s.expand(shape))
-        fires.append(torch.as_tensor(u, dtype=dtype).expand(shape))
+        fires.append(torch.as_tensor(u, dtype=dtype, device=device).expand(shape))
         for k in spec.states:
             seqs[k].append(state[k])
     out = torch.stack(spikes).to(inputs[0].dtype), {k: torch.stack(v) for k, v in seqs.items()}

@@ -221,6 +221,37 @@ def test_reset_free_parallel_forms_compile(backend, parallel):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("parallel", ["scan", "matmul"])
+def test_parallel_form_alone_gets_gradients_under_compile(backend, parallel):
+    """The layer is the whole graph, so its input is a graph input that requires grad. Under torch 2.11 the
+    spike op's no-op ``.to(dtype)`` output (an alias of an intermediate) made every gradient exactly 0."""
+    torch.manual_seed(0)
+    layer = zoo.LIFNoReset(parallel=parallel, backend=backend, learnable=("tau",))
+    eager = copy.deepcopy(layer)
+    x = torch.rand(48, 2, 8) * 2
+    xc, xe = x.clone().requires_grad_(), x.clone().requires_grad_()
+    yc = torch.compile(layer, fullgraph=True, backend="aot_eager")(xc)
+    ye = eager(xe)
+    assert torch.equal(yc, ye) and 0 < ye.sum() < ye.numel()
+    weights = torch.randn(ye.shape)
+    (yc * weights).sum().backward()
+    (ye * weights).sum().backward()
+    assert xe.grad.abs().sum() > 0 and eager.tau.grad.abs() > 0
+    torch.testing.assert_close(xc.grad, xe.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer.tau.grad, eager.tau.grad, rtol=1e-5, atol=1e-4)
+
+
+def test_spike_output_aliases_nothing():
+    from kernels_gen.parallel import fresh_output
+    fire = torch.randn(3, 2)
+    made = torch.where(fire >= 0, 1.0, 0.0)
+    assert fresh_output(made, fire) is made                       # already a new tensor of the right dtype
+    assert fresh_output(fire, fire) is not fire                   # never the input itself
+    assert fresh_output(made, fire.double()).dtype == torch.float64
+    assert torch.equal(fresh_output(1.0, fire), torch.ones(3, 2))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_two_state_scan_with_per_neuron_params_compiles_with_dynamic_batch(backend):
     layer = zoo.CubaLIF.without_reset()(parallel="scan", backend=backend, learnable=("v_decay",),
                                         v_decay=torch.linspace(0.5, 0.9, 3))
