@@ -65,7 +65,8 @@ def test_entries_carry_a_valid_checksum(backend, cache_dir):
     path = Path(cache_dir) / f"{cls.__name__}-{key}.{backend}.py"
     assert path.exists()
     first, _, body = path.read_text().partition("\n")
-    assert first == cache.CHECKSUM_PREFIX + hashlib.sha256(body.encode()).hexdigest()
+    checksum = hashlib.sha256(body.encode()).hexdigest()
+    assert first == f"{cache.CHECKSUM_PREFIX}{checksum}  key: {key}  backend: {backend}"
     assert f"key: {key}" in body and f"spec: {cls.__name__}" in body
     assert cache.read_entry(path) == body
     assert layer.kernel_source("all") == body

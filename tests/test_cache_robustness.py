@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import warnings
@@ -145,7 +146,8 @@ def test_concurrent_compiles_make_one_valid_entry_per_backend(concurrent_run):
         body = cache.read_entry(path)
         assert body is not None, f"{path.name}: checksum invalid after the race"
         first = path.read_text().partition("\n")[0]
-        assert first == cache.CHECKSUM_PREFIX + hashlib.sha256(body.encode()).hexdigest()
+        key = entries[0].split("-")[1].split(".")[0]
+        assert first == f"{cache.CHECKSUM_PREFIX}{hashlib.sha256(body.encode()).hexdigest()}  key: {key}  backend: {backend}"
         assert {r[backend]["file"] for r in results} == {str(path)}
     assert not [f for f in files if f.endswith(".tmp") or f.startswith(".")], f"leftover temp files: {files}"
     print("entry writes per process:", [r["writes"] for r in results])
@@ -173,9 +175,10 @@ def damage(path: Path, how: str) -> None:
     if how == "truncated":
         broken = text[: len(text) // 2]
     else:  # a well-formed checksum line that belongs to another body, same file size
-        body = text.partition("\n")[2]
-        broken = f"{cache.CHECKSUM_PREFIX}{hashlib.sha256(b'something else').hexdigest()}\n{body}"
-        assert len(broken) == len(text)
+        first, _, body = text.partition("\n")
+        stored = first[len(cache.CHECKSUM_PREFIX):][:64]
+        broken = text.replace(stored, hashlib.sha256(b"something else").hexdigest(), 1)
+        assert len(broken) == len(text) and broken.partition("\n")[2] == body
     path.write_text(broken)
     assert cache.read_entry(path) is None
 
@@ -228,19 +231,27 @@ def unwritable_dir(tmp_path: Path) -> Path:
     return blocker / "cache"
 
 
+@pytest.fixture
+def private_tmp(monkeypatch, tmp_path):
+    """``tempfile.gettempdir()`` -> a fresh dir (so the per-user fallback dir is this test's), warnings reset."""
+    tmp = tmp_path / "tmpdir"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    monkeypatch.setattr(cache, "_WARNED", set())
+    return tmp
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_unwritable_cache_dir_falls_back_to_a_private_temp_dir(monkeypatch, tmp_path, backend):
+def test_unwritable_cache_dir_falls_back_to_a_private_temp_dir(monkeypatch, tmp_path, private_tmp, backend):
     target = unwritable_dir(tmp_path)
     monkeypatch.setenv("NEURODSL_CACHE_DIR", str(target))
-    monkeypatch.setattr(cache, "_FALLBACK", None)
     cls = fresh_neuron()
     x = torch.rand(5, 2, 3) * 2
     try:
         with pytest.warns(RuntimeWarning, match="not writable"):
             spikes = cls(backend=backend)(x)
-        fallback = cache._FALLBACK
-        assert fallback is not None and fallback.is_dir() and fallback != target
-        assert not str(fallback).startswith(str(target))
+        fallback = private_tmp / f"neurodsl-cache-{os.geteuid()}"
+        assert cache.private_dir() == fallback and fallback.is_dir()
         assert (fallback.stat().st_mode & 0o077) == 0, "the fallback dir must be private"
         entries = sorted(fallback.glob(f"{cls.__name__}-*.{backend}.py"))
         assert len(entries) == 1 and cache.read_entry(entries[0]) is not None
@@ -252,21 +263,20 @@ def test_unwritable_cache_dir_falls_back_to_a_private_temp_dir(monkeypatch, tmp_
             assert list(target.iterdir()) == []
         else:
             assert not target.exists()
+        assert [p.name for p in private_tmp.iterdir()] == [fallback.name]
     finally:
-        if cache._FALLBACK is not None:
-            shutil.rmtree(cache._FALLBACK, ignore_errors=True)
         (tmp_path / "readonly").chmod(0o700)
 
 
-def test_missing_cache_dir_is_created_without_warning(monkeypatch, tmp_path):
+def test_missing_cache_dir_is_created_private_without_warning(monkeypatch, tmp_path, private_tmp):
     target = tmp_path / "does" / "not" / "exist" / "yet"
     monkeypatch.setenv("NEURODSL_CACHE_DIR", str(target))
-    monkeypatch.setattr(cache, "_FALLBACK", None)
     cls = fresh_neuron()
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         cls(backend="torch")(torch.rand(3, 4))
-    assert target.is_dir() and cache._FALLBACK is None
+    assert target.is_dir() and (target.stat().st_mode & 0o777) == 0o700
+    assert list(private_tmp.iterdir()) == [], "no fallback dir for a directory that could be created"
     (entry,) = target.glob(f"{cls.__name__}-*.torch.py")
     assert cache.read_entry(entry) is not None
 
@@ -286,16 +296,21 @@ def populate(tmp_path, monkeypatch):
         (tmp_path / rel).write_text(text)
     stale = tmp_path / f".{cls.__name__}-deadbeef.torch.py.abc123.tmp"  # what an interrupted write leaves
     stale.write_text("partial")
+    an_hour_ago = time.time() - 3600
+    os.utime(stale, (an_hour_ago, an_hour_ago))
     return cls, stale
 
 
 def test_cli_cache_clear_removes_only_neurodsl_files(monkeypatch, tmp_path, capsys):
     cls, stale = populate(tmp_path, monkeypatch)
+    in_flight = tmp_path / f".{cls.__name__}-0123beef.torch.py.x7y8z9.tmp"  # a write younger than TEMP_MAX_AGE_S
+    in_flight.write_text("partial")
     ours = sorted(tmp_path.glob(f"{cls.__name__}-*.py"))
     assert len(ours) == 2
     assert cli.main(["cache", "clear"]) == 0
     assert "removed 3 entries" in capsys.readouterr().out
     assert not any(p.exists() for p in ours) and not stale.exists()
+    assert in_flight.read_text() == "partial", "clear removed a temp file another process may be writing"
     for rel, text in UNRELATED.items():
         assert (tmp_path / rel).read_text() == text, f"{rel} was touched"
     # the cache still works afterwards: a new layer of the same class recompiles into the dir

@@ -427,6 +427,26 @@ def test_distributed_errors():
     expect(DistributedError, "ND602", lambda: TimeSplit(zoo.LIFNoReset())(torch.rand(4, 3)))
 
 
+# -- ND7xx: the on-disk kernel cache (more in tests/test_cache_security.py) --------------------------------
+@covers("ND701", "ND702", "ND703")
+def test_cache_errors(monkeypatch, tmp_path):
+    import tempfile
+
+    from kernels_gen import cache
+    from neurodsl.errors import CacheError
+
+    assert issubclass(CacheError, nd.NeuroDSLError)
+    monkeypatch.setattr(cache, "_WARNED", set())
+    expect(CacheError, "ND701", lambda: cache.load_module("x", "../key", "torch", lambda: ""))
+    expect(CacheError, "ND701", lambda: cache.entry_path("x", "0123abcd", "torch/.."))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    (tmp_path / f"neurodsl-cache-{os.geteuid()}").symlink_to(tmp_path)  # a squatted per-user fallback
+    expect(CacheError, "ND702", cache.private_dir)
+    monkeypatch.setenv("NEURODSL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("NEURODSL_CACHE_TRUST_SHARED", "yes")
+    expect(CacheError, "ND703", cache.cache_dir)
+
+
 # -- appended: ND133 (SpikingJelly surrogate without an equal) and ND504 (NIR dt) ---------------------------
 @covers("ND133")
 def test_nd133_spikingjelly_surrogate_without_equal():
