@@ -147,9 +147,9 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "ND701": ("a cache key or backend name would not make a safe file name (keys: 1-64 ASCII letters or digits; "
               "backends: a lower-case identifier)", "pass the hex key of plan_key(...) and 'torch', 'triton' or "
               "'parallel'; class names may be anything (the file name uses cache.safe_label(name))"),
-    "ND702": ("the cache dir is unusable and so is the private fallback $TMPDIR/neurodsl-cache-<uid> (a link, "
+    "ND702": ("the cache dir is unusable and so is the private fallback `$TMPDIR/neurodsl-cache-<uid>` (a link, "
               "another user's, or writable by others); kernels then run from memory, uncached, and "
-              "`neurodsl cache list|clear` fail", "remove the fallback dir, or set NEURODSL_CACHE_DIR to a directory "
+              "`neurodsl cache list` / `clear` fail", "remove the fallback dir, or set NEURODSL_CACHE_DIR to a directory "
               "you own that nobody else can write"),
     "ND703": ("NEURODSL_CACHE_TRUST_SHARED has a value other than 1 or 0",
               "set it to 1 to use a cache dir others can write (you run what they put there), or 0 / unset it"),
