@@ -10,6 +10,11 @@ import shutil
 import tempfile
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
+# Tests start fresh processes in other working directories; a relative PYTHONPATH entry (``PYTHONPATH=.``, how
+# the project runs uninstalled) would not find neurodsl there.
+if os.environ.get("PYTHONPATH"):
+    os.environ["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in os.environ["PYTHONPATH"].split(os.pathsep)
+                                               if p)
 _CACHE_DIR = tempfile.mkdtemp(prefix="neurodsl-test-cache-")
 os.environ["NEURODSL_CACHE_DIR"] = _CACHE_DIR
 atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
