@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from .errors import UsageError
+
 
 def _enable_interpreter_without_cuda() -> None:
     import torch
@@ -21,69 +23,116 @@ def _enable_interpreter_without_cuda() -> None:
         os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
-def load_neuron(name: str):
-    """A zoo class by name (``ALIF``), from a file (``path.py`` or ``path.py:Class``) or a module (``pkg.mod:Class``)."""
-    import neurodsl as nd
-    if ".py" not in name and ":" in name:
-        module_name, _, cls_name = name.partition(":")
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())  # as `python -m` does: modules in the current directory
-        try:
-            cls = getattr(importlib.import_module(module_name), cls_name)
-        except (ImportError, AttributeError) as err:
-            raise SystemExit(f"neurodsl: cannot load {name}: {err}") from err
-        if not (inspect.isclass(cls) and issubclass(cls, nd.Neuron)):
-            raise SystemExit(f"neurodsl: {name} is not a neurodsl Neuron class")
-        return [cls]
-    if ".py" not in name:
-        for cls in nd.zoo.ALL:
-            if cls.__name__.lower() == name.lower():
-                return [cls]
-        raise SystemExit(f"neurodsl: no zoo neuron '{name}' (zoo: {', '.join(c.__name__ for c in nd.zoo.ALL)})")
+def load_neuron(name: str) -> list:
+    """Neuron classes named by ``name``: a zoo name (``ALIF``), a file (``path.py`` or ``path.py:Class``) or a
+    module (``pkg.mod:Class``). Raises :class:`~neurodsl.errors.UsageError` (ND801-ND803) naming the problem."""
     path, _, cls_name = name.partition(":")
-    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
-    if spec is None:
-        raise SystemExit(f"neurodsl: cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # invalid neurons raise SpecError here, at class definition
-    found = [obj for obj in vars(module).values() if inspect.isclass(obj) and issubclass(obj, nd.Neuron)
-             and obj.__module__ == module.__name__ and "charge" in obj._equations]
+    if path.endswith(".py") or os.sep in path or Path(path).exists():
+        return _load_file(Path(path), cls_name)
     if cls_name:
-        found = [c for c in found if c.__name__ == cls_name]
-    if not found:
-        raise SystemExit(f"neurodsl: no neuron class {cls_name or ''} in {path}")
-    return found
-
-
-def _default_kwargs(cls) -> dict:
-    """Parameter values that make a neuron's every term matter in checks (nonzero a, b for Izhikevich)."""
-    return {k: v for k, v in {"a": 0.5, "b": 0.2}.items() if k in cls._params_decl and cls._params_decl[k].default == 0}
-
-
-def check_neuron(cls, backend: str, trials: int = 3, T: int = 8, shape=(4, 33), seed: int = 0) -> dict:
-    """Randomised equivalence check of ``cls``'s kernels against the reference loop; returns max errors."""
-    import torch
+        return [_load_module_class(path, cls_name)]
     import neurodsl as nd
-    gen = torch.Generator().manual_seed(seed)
-    worst = {"spike_mismatches": 0, "state_err": 0.0, "grad_err": 0.0}
-    for _ in range(trials):
-        params = tuple(cls._params_decl)
-        layer = cls(backend=backend, learnable=params, **_default_kwargs(cls))
-        xs = [torch.randn(T, *shape, generator=gen) * 0.8 + 0.6 for _ in layer.spec.inputs]
-        xa = [x.clone().requires_grad_() for x in xs]
-        xb = [x.clone().requires_grad_() for x in xs]
-        spikes = layer(*xa)
-        finals = [layer.state_value(s) for s in layer.spec.states]
-        w = torch.randn(spikes.shape, generator=gen)
-        grads = torch.autograd.grad((spikes * w).sum() + sum(f.sum() for f in finals), [*xa, *layer.parameters()])
-        ref_spikes, seqs = nd.reference_run(layer, *xb)
-        ref_loss = (ref_spikes * w).sum() + sum(seqs[s][-1].sum() for s in layer.spec.states)
-        ref_grads = torch.autograd.grad(ref_loss, [*xb, *layer.parameters()])
-        worst["spike_mismatches"] += int((spikes != ref_spikes).sum())
-        worst["state_err"] = max(worst["state_err"], max(float((f - seqs[s][-1]).detach().abs().max())
-                                                         for f, s in zip(finals, layer.spec.states)))
-        worst["grad_err"] = max(worst["grad_err"], max(float((a - b).detach().abs().max()) for a, b in zip(grads, ref_grads)))
-    return worst
+    for cls in nd.zoo.ALL:
+        if cls.__name__.lower() == name.lower():
+            return [cls]
+    raise UsageError("ND803", f"no zoo neuron '{name}' (zoo: {', '.join(c.__name__ for c in nd.zoo.ALL)}; "
+                              "or name FILE.py[:Class] or module:Class)")
+
+
+def _is_neuron(obj) -> bool:
+    from .neuron import Neuron
+    return inspect.isclass(obj) and issubclass(obj, Neuron) and "charge" in obj._equations
+
+
+def _load_module_class(module_name: str, cls_name: str):
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` does: modules in the current directory
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise UsageError("ND802", f"cannot import module '{module_name}': {err}") from err
+    cls = getattr(module, cls_name, None)
+    if not _is_neuron(cls):
+        what = "does not exist" if cls is None else "is no neuron class (nd.Neuron with charge and fire)"
+        raise UsageError("ND803", f"{module_name}:{cls_name} {what}")
+    return cls
+
+
+def _load_file(path: Path, cls_name: str) -> list:
+    if not path.exists():
+        raise UsageError("ND801", f"no such file: {path}")
+    if path.is_dir():
+        raise UsageError("ND801", f"{path} is a directory; name a .py file in it (FILE.py[:Class])")
+    if path.suffix != ".py":
+        raise UsageError("ND801", f"{path} is not a Python file (.py)")
+    module = _import_file(path)
+    defined = [obj for obj in vars(module).values() if _is_neuron(obj) and obj.__module__ == module.__name__]
+    found = [c for c in defined if c.__name__ == cls_name] if cls_name else defined
+    if found:
+        return found
+    if cls_name and _is_neuron(getattr(module, cls_name, None)):
+        return [getattr(module, cls_name)]  # imported into the file and named explicitly
+    if cls_name:
+        listed = ", ".join(c.__name__ for c in defined) or "none"
+        raise UsageError("ND803", f"no neuron class '{cls_name}' in {path} (it defines: {listed})")
+    imported = sorted({f"{c.__module__}:{c.__name__}" for c in vars(module).values() if _is_neuron(c)})
+    hint = (f"; it only imports {', '.join(imported)}: name one as module:Class, e.g. {imported[0]}" if imported
+            else "; define a subclass of nd.Neuron with charge and fire in it")
+    raise UsageError("ND803", f"no neuron class defined in {path}{hint}")
+
+
+def _import_file(path: Path):
+    """Import a neuron file; its failures become one-line ND802 errors (spec errors stay SpecError)."""
+    from .errors import NeuroDSLError
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)  # invalid neurons raise SpecError here, at class definition
+    except NeuroDSLError:
+        raise
+    except SyntaxError as err:
+        raise UsageError("ND802", f"{path}:{err.lineno}: SyntaxError: {err.msg}") from None
+    except SystemExit as err:
+        raise UsageError("ND802", f"{path} called sys.exit({err.code!r}) while being imported; put script code "
+                                  "under `if __name__ == '__main__':`") from None
+    except Exception as err:
+        import traceback
+        frames = [f for f in traceback.extract_tb(err.__traceback__) if Path(f.filename) == path.resolve()
+                  or Path(f.filename) == path]
+        where = f"{path}:{frames[-1].lineno}" if frames else str(path)
+        raise UsageError("ND802", f"{where}: importing it raised {type(err).__name__}: {err}") from None
+    return module
+
+
+def check_neuron(cls, backend: str, trials: int = 3, T: int = 8, shape=(4, 33), seed: int = 0) -> list:
+    """``trials`` reference checks of ``cls`` on ``backend`` (:func:`neurodsl.testing.check_against_reference`):
+    every parameter and the surrogate's alpha learnable, random initial states, inputs at a 5-50% firing rate."""
+    from .testing import check_against_reference, initial_states, inputs_for, layer_for_check
+    results = []
+    for trial in range(trials):
+        layer = layer_for_check(cls, backend=backend)
+        init = initial_states(layer, shape, seed=seed + trial)
+        xs = inputs_for(layer, T, shape, seed=seed + trial, init=init)
+        results.append(check_against_reference(layer, *xs, init=init, seed=seed + trial))
+    return results
+
+
+def summarize(results) -> tuple[str, str]:
+    """('OK' | 'MISMATCH' | 'NOT COMPARED', one line) for the results of :func:`check_neuron`."""
+    errors = lambda kind: max((v for r in results for k, v in r.errors.items() if k.startswith(kind)), default=0.0)
+    rate = sum(r.rate for r in results) / max(1, len(results))
+    text = (f"{len(results)} trials, {sum(r.neurons for r in results)} neurons x {results[0].steps} steps, "
+            f"firing rate {rate:.2f}, {sum(r.flips for r in results)} near-threshold flips, "
+            f"{sum(r.mismatches for r in results)} spike mismatches, "
+            f"{sum(len(r.compared) for r in results)} tensors compared, max |state err| {errors('state:'):.1e}, "
+            f"max |grad err| {errors('grad:'):.1e}")
+    failures = [f for r in results for f in r.failures]
+    if failures:
+        return "MISMATCH", text + "; " + "; ".join(failures[:3])
+    skipped = [r.skipped for r in results if r.skipped]
+    if skipped:
+        return "NOT COMPARED", f"[ND806] {len(skipped)} of {len(results)} trials compared nothing: {skipped[0]}"
+    return "OK", text
 
 
 def cmd_demo(args) -> int:
@@ -94,17 +143,18 @@ def cmd_demo(args) -> int:
           f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU, Triton interpreter'})\n")
     print(nd.zoo.ALIF.analysis())
     print("\nGenerated kernels vs the naive reference loop (fwd + bwd, random inputs, all params learnable):")
-    print(f"  {'neuron':<12} {'backend':<8} {'spike mismatches':>17} {'max |state err|':>16} {'max |grad err|':>15} "
-          f"{'compile+run':>12}")
+    print(f"  {'neuron':<12} {'backend':<8} {'spike mismatches':>17} {'flips':>6} {'max |state err|':>16} "
+          f"{'max |grad err|':>15} {'compile+run':>12}")
     failures = 0
     for cls in nd.zoo.ALL:
         for backend in backends:
             t0 = time.perf_counter()
-            r = check_neuron(cls, backend, trials=1, T=6, shape=(2, 40))
-            ok = r["spike_mismatches"] == 0 and r["state_err"] < 1e-4 and r["grad_err"] < 1e-3
-            failures += not ok
-            print(f"  {cls.__name__:<12} {backend:<8} {r['spike_mismatches']:>17} {r['state_err']:>16.2e} "
-                  f"{r['grad_err']:>15.2e} {time.perf_counter() - t0:>11.2f}s{'' if ok else '  MISMATCH'}")
+            (r,) = check_neuron(cls, backend, trials=1, T=6, shape=(2, 40))
+            failures += not r.ok
+            state = max((v for k, v in r.errors.items() if k.startswith("state:")), default=0.0)
+            grad = max((v for k, v in r.errors.items() if k.startswith("grad:")), default=0.0)
+            print(f"  {cls.__name__:<12} {backend:<8} {r.mismatches:>17} {r.flips:>6} {state:>16.2e} {grad:>15.2e} "
+                  f"{time.perf_counter() - t0:>11.2f}s{'' if r.ok else '  ' + summarize([r])[0]}")
     print("\nTraining a small SNN (Linear -> LIF -> Linear -> ALIF, rate readout) on a synthetic 2-class task:")
     acc = _train_demo()
     print(f"  final training accuracy: {acc:.2f}")
@@ -180,26 +230,39 @@ def cmd_show(args) -> int:
 
 
 def cmd_check(args) -> int:
+    _require_positive(trials=args.trials)
     failures = 0
     for cls in load_neuron(args.target):
         for backend in args.backend:
-            r = check_neuron(cls, backend, trials=args.trials)
-            ok = r["spike_mismatches"] == 0 and r["state_err"] < 1e-4 and r["grad_err"] < 1e-3
-            failures += not ok
-            print(f"{cls.__name__} [{backend}] {'OK' if ok else 'MISMATCH'}: {r}")
+            verdict, text = summarize(check_neuron(cls, backend, trials=args.trials))
+            failures += verdict != "OK"
+            print(f"{cls.__name__} [{backend}] {verdict}: {text}")
     return 1 if failures else 0
 
 
+def _require_positive(**counts) -> None:
+    for name, value in counts.items():
+        if value < 1:
+            raise UsageError("ND804", f"--{name} {value}: must be at least 1")
+
+
 def cmd_plot(args) -> int:
+    _require_positive(neurons=args.neurons, steps=args.steps)
+    cls = load_neuron(args.target)[0]
+    out = Path(args.out or f"{cls.__name__}.png")
+    if args.out and args.out.endswith(("/", os.sep)) and not out.is_dir():
+        raise UsageError("ND805", f"--out {args.out}: directory {out.resolve()} does not exist")
+    if out.is_dir():
+        out = out / f"{cls.__name__}.png"
+    if not out.resolve().parent.is_dir():
+        raise UsageError("ND805", f"--out {args.out}: directory {out.resolve().parent} does not exist")
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         raise SystemExit("neurodsl plot needs matplotlib: pip install -e '.[examples]' -c constraints.txt") from None
     from .plot import plot_step_response
-    cls = load_neuron(args.target)[0]
-    out = args.out or f"{cls.__name__}.png"
-    plot_step_response(cls, out, steps=args.steps, amplitude=args.amplitude, neurons=args.neurons,
-                       **_default_kwargs(cls))
+    kwargs = {k: v for k, v in getattr(cls, "check_kwargs", {}).items() if k in cls._params_decl}
+    plot_step_response(cls, str(out), steps=args.steps, amplitude=args.amplitude, neurons=args.neurons, **kwargs)
     print(f"wrote {out}: {cls.__name__}, {args.neurons} neurons, {args.steps} steps, step input up to "
           f"{args.amplitude:g}")
     return 0
@@ -217,9 +280,16 @@ def cmd_cache(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (and exit code 2), like every other CLI failure."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="neurodsl", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="neurodsl", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("demo", help="compile built-in neurons, check them against the reference, train a tiny SNN")
     p = sub.add_parser("compile", help="analyse a neuron file and generate its kernels")
     p.add_argument("target", help="FILE.py or FILE.py:Class (or a zoo name)")
@@ -230,10 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="randomised equivalence check against the reference loop")
     p.add_argument("target")
     p.add_argument("--backend", nargs="+", choices=("torch", "triton"), default=["torch", "triton"])
-    p.add_argument("--trials", type=int, default=3)
+    p.add_argument("--trials", type=int, default=3, help="random draws per backend (at least 1)")
     p = sub.add_parser("plot", help="PNG of a neuron's states and spikes for a step input (needs matplotlib)")
     p.add_argument("target", help="zoo name (e.g. LIF), FILE.py[:Class] or module:Class")
-    p.add_argument("--out", help="PNG path (default NAME.png)")
+    p.add_argument("--out", help="PNG path, or a directory for NAME.png (default NAME.png)")
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--amplitude", type=float, default=2.0, help="largest step height; neuron i gets (i+1)/n of it")
     p.add_argument("--neurons", type=int, default=4)

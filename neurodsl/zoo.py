@@ -198,6 +198,8 @@ class EIF(_ResetNeuron):
 class Izhikevich(Neuron):
     """Izhikevich-type neuron (SpikingJelly form): W updates from the charged V and jumps by b on a spike."""
 
+    check_kwargs = dict(a=0.5, b=0.2)  # checks: a, b nonzero (SpikingJelly's default 0 would hide W's terms)
+
     v = State("v_reset")
     w = State(0.0)
     tau = Param(2.0)

@@ -1,12 +1,13 @@
-"""Shared test helpers: comparing a module against ``nd.reference_run`` and drawing safe inputs.
+"""Shared test helpers, built on the one reference check in ``neurodsl.testing``.
 
-``compare`` runs a layer (generated kernels) and the naive reference loop on the same inputs,
-then checks spikes exactly and states / every gradient (inputs, parameters including a learnable
-surrogate alpha, initial states) to a dtype-dependent tolerance.
+``compare`` is :func:`neurodsl.testing.check_against_reference` raising on failure: spikes equal up to
+bounded near-threshold flips, states and every gradient (inputs, parameters including a learnable
+surrogate alpha, initial states) within ``neurodsl.testing.TOLERANCES``. ``zoo_case`` and the other
+``*_case`` functions are the realistic-size checks tests/test_gpu.py runs on CUDA and tests/test_zoo.py
+runs on the CPU (torch backend): same code, so their logic is tested without a GPU.
 
-Spikes are a step function of the fire value ``u``; if some ``u`` lies within rounding error of 0,
-the two implementations may legitimately disagree. ``safe_inputs`` therefore redraws inputs until
-every fire value (recorded by ``fire_values``, a copy of the reference loop) keeps a margin from 0.
+``safe_inputs`` draws inputs whose every fire value keeps a margin from 0. Checks against the reference
+do not need it; tests comparing two implementations bitwise (parallel vs sequential forms) do.
 """
 from __future__ import annotations
 
@@ -14,43 +15,43 @@ import torch
 
 import neurodsl as nd
 from neurodsl import zoo
+from neurodsl.testing import (TOLERANCES, check_against_reference, initial_states, inputs_for, layer_for_check,
+                              tolerance)
+from neurodsl.testing.check import compute_dtype, forward, gradients, loss_weights
 
-# zoo class -> (extra constructor kwargs, learnable params used by the tests)
-NEURONS = {
-    zoo.IF: ({}, ("v_th", "v_reset")),
-    zoo.LIF: ({}, ("tau", "v_th", "v_reset")),
-    zoo.PLIF: ({}, ("w", "v_th", "v_reset")),
-    zoo.ALIF: ({}, ("tau", "tau_a", "beta", "v_th")),
-    zoo.QIF: ({}, ("tau", "v_c", "a0", "v_rest", "v_reset", "v_th")),
-    zoo.EIF: ({}, ("tau", "delta_T", "theta_rh", "v_rest", "v_th")),
-    zoo.Izhikevich: (dict(a=0.5, b=0.2), ("tau", "v_c", "a0", "v_rest", "tau_w", "a", "b", "v_th", "v_reset")),
-    zoo.KLIF: ({}, ("tau", "k", "v_th", "v_reset")),
-    zoo.CubaLIF: ({}, ("c_decay", "v_decay", "v_th")),
-    zoo.LIFNoReset: ({}, ("tau", "v_th")),
-}
-assert set(NEURONS) == set(zoo.ALL)
+#: The firing-rate band every realistic-size check asserts (and inputs_for aims at).
+RATE = (0.05, 0.5)
 
-TOL = {torch.float32: 1e-5, torch.float64: 1e-10, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
-MARGIN = {torch.float32: 1e-4, torch.float64: 1e-10}
+
+def _check_args(cls):
+    """(constructor kwargs, learnable params) that layer_for_check uses for ``cls``."""
+    kwargs = dict(getattr(cls, "check_kwargs", {}))
+    return kwargs, tuple(kwargs.pop("learnable", tuple(cls._params_decl)))
+
+
+# zoo class -> (extra constructor kwargs, learnable params), from the classes' own check_kwargs
+NEURONS = {cls: _check_args(cls) for cls in zoo.ALL}
 
 
 def tol(dtype):
-    return TOL.get(dtype, TOL[torch.float32])
+    return tolerance(dtype)
 
 
 def assert_close(actual, expected, dtype, what="", tol_scale=1.0):
-    """allclose with rtol = atol = TOL (of ``dtype`` or, if coarser, of ``actual``'s dtype), times ``scale``.
-
-    atol is further scaled by the magnitude of ``expected`` (gradients summed over steps can be large).
-    """
+    """allclose at the TOLERANCES rtol of ``actual``'s dtype or of ``dtype``'s compute dtype (the coarser), times
+    ``tol_scale``; atol is rtol scaled by max(1, max|expected|) (gradients summed over steps can be large)."""
     assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    t = max(tol(dtype), tol(actual.dtype)) * tol_scale
+    t = tolerance(actual.dtype, dtype) * tol_scale
     expected = expected.to(actual.dtype)
     scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
     torch.testing.assert_close(actual, expected, rtol=t, atol=t * scale, msg=lambda m: f"{what}: {m}")
 
 
-# -- fire margins ---------------------------------------------------------------------------------
+def assert_firing(rate, what=""):
+    assert RATE[0] <= rate <= RATE[1], f"{what}: firing rate {rate:.3f} outside {RATE}"
+
+
+# -- fire margins (for bitwise comparisons of two implementations) ------------------------------------------------
 @torch.no_grad()
 def fire_values(layer: nd.Neuron, *inputs: torch.Tensor, init: dict | None = None) -> torch.Tensor:
     """The fire value ``u`` of every neuron and step, [T, *shape] (from the reference loop)."""
@@ -59,9 +60,9 @@ def fire_values(layer: nd.Neuron, *inputs: torch.Tensor, init: dict | None = Non
 
 
 def fire_margin_ok(layer, *inputs, init=None) -> bool:
-    """True when every fire value is finite and at least MARGIN[dtype] away from 0."""
+    """True when every fire value is finite and at least the compute dtype's margin away from 0."""
     u = fire_values(layer, *inputs, init=init)
-    margin = MARGIN[torch.float64 if inputs[0].dtype == torch.float64 else torch.float32]
+    margin = TOLERANCES[compute_dtype(inputs[0].dtype)].margin
     return bool(torch.isfinite(u).all()) and bool((u.abs() >= margin).all())
 
 
@@ -69,7 +70,7 @@ def safe_inputs(layer, T, shape, *, n_inputs=None, seed=0, scale=1.0, offset=0.8
                 init=None, tries=40):
     """Random inputs ``offset + scale * randn`` ([T, *shape] each) whose fire values keep the margin.
 
-    Returns a list of tensors, or None when no draw in ``tries`` attempts qualifies.
+    Returns a list of tensors, or None when no draw in ``tries`` attempts qualifies (likely at large sizes).
     """
     n_inputs = len(layer.spec.inputs) if n_inputs is None else n_inputs
     gen = torch.Generator().manual_seed(seed)
@@ -87,62 +88,98 @@ def require_safe_inputs(layer, T, shape, **kw):
     return xs
 
 
-# -- module vs reference ----------------------------------------------------------------------------
-def _loss(spikes, states: dict, weights_spikes, weights_states):
-    loss = (spikes.to(weights_spikes.dtype) * weights_spikes).sum()
-    for k, w in weights_states.items():
-        loss = loss + (states[k].to(w.dtype) * w).sum()
-    return loss
-
-
+# -- module vs reference ----------------------------------------------------------------------------------------
 def run_with_grads(layer, xs, init=None, weights=None, reference=False):
     """Run ``layer`` (or the reference loop) and return (spikes, states, grads dict, weights).
 
-    States are the final states, or the whole sequences when ``layer.store_state_seqs``.
-    The loss is a random weighted sum of spikes and states, so every output carries gradient.
+    States are the final states, or the whole sequences when ``layer.store_state_seqs``. The loss is a
+    random weighted sum of spikes and states (pass ``weights`` to reuse another run's).
     """
-    xa = [x.detach().clone().requires_grad_() for x in xs]
-    ia = {k: torch.as_tensor(v).detach().clone().requires_grad_() for k, v in (init or {}).items()}
-    if reference:
-        spikes, seqs = nd.reference_run(layer, *xa, init=ia or None)
-        states = seqs if layer.store_state_seqs else {k: v[-1] for k, v in seqs.items()}
-    else:
-        layer.reset_state()
-        spikes = layer(*xa, state=ia or None)
-        states = dict(layer.state_seqs) if layer.store_state_seqs else dict(layer._carried)
-    if weights is None:
-        gen = torch.Generator().manual_seed(1234)
-        wdt = torch.float64
-        weights = (torch.randn(spikes.shape, generator=gen, dtype=wdt).to(spikes.device),
-                   {k: torch.randn(v.shape, generator=gen, dtype=wdt).to(v.device) for k, v in states.items()})
-    loss = _loss(spikes, states, *weights)
-    named_params = list(layer.named_parameters())
-    leaves = xa + list(ia.values()) + [p for _, p in named_params]
-    names = [f"x{i}" for i in range(len(xa))] + [f"init_{k}" for k in ia] + [n for n, _ in named_params]
-    grads = torch.autograd.grad(loss, leaves, allow_unused=True)
-    out = {}
-    for name, leaf, g in zip(names, leaves, grads):
-        out[name] = torch.zeros_like(leaf) if g is None else g
-    return spikes.detach(), {k: v.detach() for k, v in states.items()}, out, weights
+    spikes, states, leaves, _ = forward(layer, xs, init, reference)
+    weights = loss_weights(spikes, states) if weights is None else weights
+    grads = gradients(spikes, states, leaves, weights)
+    return spikes.detach(), {k: v.detach() for k, v in states.items()}, grads, weights
 
 
 def compare(layer, *xs, init=None, check_grads=True, tol_scale=1.0):
-    """Assert module == reference: spikes exactly (to TOL in smooth mode); states and all gradients to TOL."""
-    dtype = xs[0].dtype
-    spikes, states, grads, weights = run_with_grads(layer, xs, init=init)
-    r_spikes, r_states, r_grads, _ = run_with_grads(layer, xs, init=init, weights=weights, reference=True)
-    assert spikes.dtype == xs[0].dtype
-    if layer.smooth:  # smooth spikes are the surrogate primitive: real numbers, not 0/1
-        assert_close(spikes, r_spikes, dtype, "smooth spikes", tol_scale)
+    """Assert module == reference (``neurodsl.testing.check_against_reference``); returns the layer's
+    (spikes, states, grads)."""
+    result = check_against_reference(layer, *xs, init=init, tol_scale=tol_scale, grads=check_grads).assert_ok()
+    return result.outputs
+
+
+# -- realistic-size cases: tests/test_gpu.py on CUDA, tests/test_zoo.py on the CPU --------------------------------
+def checked(layer, T, shape, *, seed=1, dtype=torch.float32, init=True, tol_scale=1.0):
+    """Inputs at a 5-50% firing rate (and initial states) for ``layer``, the reference check, the rate asserted."""
+    init_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    states = initial_states(layer, shape, seed=seed, dtype=init_dtype) if init else None
+    xs = inputs_for(layer, T, shape, seed=seed, dtype=dtype, init=states, rate=RATE)
+    result = check_against_reference(layer, *xs, init=states, tol_scale=tol_scale).assert_ok()
+    assert_firing(result.rate, type(layer).__name__)
+    return result
+
+
+def zoo_case(cls, backend, device, *, T=12, shape=(4, 1000), seed=1, tol_scale=1.0, **kw):
+    """Every zoo neuron, fp32, N = 4000 (8 Triton programs of 512 lanes): all learnable, learnable alpha, init."""
+    layer = layer_for_check(cls, backend=backend, **kw).to(device)
+    return checked(layer, T, shape, seed=seed, tol_scale=tol_scale)
+
+
+def low_precision_case(dtype, backend, device, *, shape=(5, 800), tol_scale=1.0):
+    """fp16 / bf16 inputs (fp32 math): spikes and input grads in the input dtype, states fp32."""
+    tau = 2.0 + torch.rand(shape[-1], generator=torch.Generator().manual_seed(2))
+    layer = layer_for_check(zoo.LIF, backend=backend, tau=tau).to(device)
+    result = checked(layer, 10, shape, seed=2, dtype=dtype, tol_scale=tol_scale)
+    spikes, states, grads = result.outputs
+    assert spikes.dtype == dtype and states["v"].dtype == torch.float32 and grads["x0"].dtype == dtype
+    return result
+
+
+def fp64_case(backend, device, *, shape=(2, 2000), tol_scale=1.0):
+    layer = layer_for_check(zoo.EIF, backend=backend).double().to(device)
+    result = checked(layer, 8, shape, seed=4, dtype=torch.float64, tol_scale=tol_scale)
+    assert result.outputs[1]["v"].dtype == torch.float64
+    return result
+
+
+def vector_params_case(backend, device, *, shape=(3, 1400), tol_scale=1.0):
+    """Per-neuron learnable params, every step's states (store_state_seqs) and initial states."""
+    tau = 2.0 + torch.rand(shape[-1], generator=torch.Generator().manual_seed(3))
+    layer = layer_for_check(zoo.Izhikevich, backend=backend, tau=tau, store_state_seqs=True).to(device)
+    result = checked(layer, 8, shape, seed=3, tol_scale=tol_scale)
+    assert result.compared["state:v"] == 8 * (result.neurons - result.flips)
+    assert result.outputs[2]["tau"].shape == (shape[-1],)
+    return result
+
+
+def network(device, kind="alif-plif"):
+    """A small SNN and inputs at which each of its spiking layers fires 5-50% (tests/test_gpu.py asserts it).
+
+    'alif-plif': Linear -> ALIF -> Linear -> PLIF; 'lif': Linear -> LIF.
+    """
+    torch.manual_seed(0)
+    if kind == "lif":
+        net = torch.nn.Sequential(torch.nn.Linear(64, 1024), zoo.LIF())
     else:
-        assert torch.equal(spikes, r_spikes), \
-            f"spikes differ at {(spikes != r_spikes).nonzero()[:5].tolist()} (of {spikes.numel()})"
-    assert set(states) == set(r_states) == set(layer.spec.states)
-    for k in states:
-        assert_close(states[k], r_states[k], dtype, f"state {k}", tol_scale)
-    if check_grads:
-        assert set(grads) == set(r_grads)
-        for k in grads:
-            assert torch.isfinite(grads[k]).all(), f"grad {k} not finite"
-            assert_close(grads[k], r_grads[k], dtype, f"grad {k}", tol_scale)
-    return spikes, states, grads
+        net = torch.nn.Sequential(torch.nn.Linear(64, 1024), zoo.ALIF(learnable=("tau", "beta")),
+                                  torch.nn.Linear(1024, 256), zoo.PLIF())
+        with torch.no_grad():
+            net[2].weight.mul_(16.0)  # with the default init the sparse hidden spikes never make PLIF fire
+    net = net.to(device)
+    (x,) = inputs_for(net, 16, (8, 64), n_inputs=1, seed=0, scale=6.0, rate=RATE)
+    return net, x
+
+
+def layer_rates(net, x):
+    """Firing rates of every spiking layer of ``net`` on ``x`` (eager, states reset before and after)."""
+    rates = []
+    hooks = [m.register_forward_hook(lambda m, i, o: rates.append(float(o.float().mean()))) for m in nd.neurons(net)]
+    try:
+        with torch.no_grad():
+            nd.reset_states(net)
+            net(x)
+            nd.reset_states(net)
+    finally:
+        for h in hooks:
+            h.remove()
+    return rates
