@@ -39,14 +39,14 @@ class Tolerance:
     margin: float
 
 
-#: Tolerances per dtype. A tensor compares at the coarser of its own dtype's and the compute dtype's
-#: (fp64 for fp64 inputs, else fp32) ``rtol``; the margin is the compute dtype's.
 TOLERANCES = {
     torch.float64: Tolerance(1e-10, 1e-9),
     torch.float32: Tolerance(1e-5, 1e-4),
     torch.float16: Tolerance(2e-3, 1e-4),
     torch.bfloat16: Tolerance(1.6e-2, 1e-4),
 }
+"""Tolerances per dtype. A tensor compares at the coarser of its own dtype's and the compute dtype's (fp64
+for fp64 inputs, else fp32) ``rtol``; the margin is the compute dtype's."""
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
