@@ -156,7 +156,8 @@ def cache_dir() -> Path:
         reason = None if trust_shared() else _distrust(st, f"cache dir {target}")
         if reason is None:
             return target
-        reason += f" (chmod go-w, or set {TRUST_ENV}=1 to use it anyway)"
+        fix = "chmod go-w" if "writable by" in reason else "use a directory you own"
+        reason += f" ({fix}, or set {TRUST_ENV}=1 to use it anyway)"
     fallback = private_dir()
     _warn_once(f"neurodsl: {reason}; using {fallback}")
     return fallback
