@@ -44,7 +44,7 @@ def test_gpu_cases_in_subprocess():
 
 
 @compiled_only
-@pytest.mark.parametrize("program_shape", [(4, 1000), (2, 4099)], ids=["8-programs", "9-programs-ragged"])
+@pytest.mark.parametrize("program_shape", [(4, 1000), (1, 4099)], ids=["8-programs", "9-programs-ragged"])
 @pytest.mark.parametrize("cls", zoo.ALL, ids=lambda c: c.__name__)
 def test_zoo_cuda_fp32_matches_reference(cls, program_shape):
     result = zoo_case(cls, "triton", "cuda", shape=program_shape, tol_scale=GPU_TOL)
@@ -135,7 +135,7 @@ def test_torch_compile_parallel_forms_on_cuda(make, parallel):
     yc = torch.compile(layer, fullgraph=True, backend="aot_eager")(xc)
     ye = eager(xe)
     assert layer.last_form == eager.last_form == {"form": parallel}
-    assert_firing(float(ye.mean()), f"{parallel} form")
+    assert_firing(float(ye.detach().mean()), f"{parallel} form")
     assert torch.equal(yc, ye)
     w = torch.randn(ye.shape, device="cuda", generator=torch.Generator("cuda").manual_seed(0))
     (yc * w).sum().backward(), (ye * w).sum().backward()

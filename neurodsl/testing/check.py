@@ -305,6 +305,7 @@ def check_against_reference(layer, *inputs, init: dict | None = None, seed: int 
     spikes, states, leaves, _ = forward(layer, xs, init)
     r_spikes, r_states, r_leaves, fire = forward(layer, xs, init, reference=True)
     result.rate = float(r_spikes.detach().float().mean())
+    fire = fire.detach()
     if not bool(torch.isfinite(fire).all()):
         result.skipped = "the reference's fire values are not all finite"
         return result

@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     compared, 2 a usage error)."""
     args = _parser().parse_args(argv)
     try:
-        _validate(args)
+        validate(args)
     except UsageError as err:
         print(f"python -m neurodsl.testing: {err}", file=sys.stderr)
         return 2
@@ -142,7 +142,8 @@ def main(argv=None) -> int:
     return 0 if report.ok else 1
 
 
-def _validate(args) -> None:
+def validate(args) -> None:
+    """Raise UsageError (ND804, ND805, ND807) for arguments the campaign cannot run with."""
     if args.examples < 1:
         raise UsageError("ND804", f"--examples {args.examples}: draw at least 1 case")
     if args.max_steps < 1:
