@@ -7,15 +7,13 @@ module's ``META`` so a cache hit needs no symbolic work.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Callable
 
 import torch
 
-from . import cache, render
-from .errors import BackendError
+from . import backends, cache
 from .plan import KernelPlan
 from .registry import Registry
 
@@ -23,16 +21,6 @@ from .registry import Registry
 def compute_dtype(io_dtype: torch.dtype) -> torch.dtype:
     """fp64 math for fp64 tensors, fp32 math for everything else."""
     return torch.float64 if io_dtype == torch.float64 else torch.float32
-
-
-def interpreter_enabled() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def block_size(n: int, device: torch.device) -> int:
-    """Few large programs under the interpreter (Python cost per program); 512 lanes on a GPU."""
-    limit = 65536 if device.type == "cpu" else 512
-    return min(limit, max(16, 1 << (max(n, 1) - 1).bit_length()))
 
 
 @dataclass
@@ -53,13 +41,12 @@ class CompiledNeuron:
 
     def source(self, backend: str) -> str:
         """Freshly rendered source (no cache)."""
-        return render.render(self.plan, backend, self.key)
+        return backends.get(backend).render(self.plan, self.key, cache.safe_label(self.name))
 
     def module(self, backend: str) -> ModuleType:
         if backend not in self._modules:
-            if backend == "triton":
-                _require_triton()
-            self._modules[backend] = cache.load_module(self.name, self.key, backend, lambda: self.source(backend))
+            self._modules[backend] = cache.load_module(self.name, self.key, backend,
+                                                       lambda: self.source(backend))
         return self._modules[backend]
 
     def cached_source(self, backend: str) -> str:
@@ -79,60 +66,17 @@ class CompiledNeuron:
     # -- launches ---------------------------------------------------------
     def forward(self, backend, inputs, init_states, params, store_seqs, io_dtype, save=True):
         """Spikes, states and (when ``save``) the charged values backward needs."""
-        if backend == "torch":
-            spikes, states, saved = self.module("torch").forward(inputs, init_states, params, store_seqs, save)
-            if not save:  # the Triton launcher's layout: one placeholder element per saved state
-                saved = tuple(inputs[0].new_zeros((1,)) for _ in saved)
-            return spikes.to(io_dtype), states, saved
-        T, n = inputs[0].shape
-        cdt, device = init_states[0].dtype, inputs[0].device
-        spikes = torch.empty((T, n), dtype=io_dtype, device=device)
-        state_shapes, saved_shapes = self.output_shapes("triton", T, n, store_seqs, save)
-        states = [torch.empty(shape, dtype=cdt, device=device) for shape in state_shapes]
-        saved = [torch.empty(shape, dtype=cdt, device=device) if save else torch.zeros(1, dtype=cdt, device=device)
-                 for shape in saved_shapes]
-        args = [*inputs, *init_states, *params, spikes, *states, *saved]
-        _launch(self.module("triton").forward_kernel, n, device, args, T, store_seqs, SAVE=save)
-        return spikes, tuple(states), tuple(saved)
+        return backends.get(backend).forward(self.module(backend), inputs, init_states, params, store_seqs, io_dtype,
+                                             save)
 
     def backward(self, backend, grad_spikes, grad_states, saved, inputs, init_states, params, store_seqs):
-        if backend == "torch":
-            return self.module("torch").backward(grad_spikes, grad_states, saved, inputs, init_states, params,
-                                                 store_seqs)
-        meta = self.meta("triton")
-        T, n = grad_spikes.shape
-        cdt, device = init_states[0].dtype, grad_spikes.device
-        needed = [inputs[meta["inputs"].index(i)] for i in meta["needed_inputs"]]
-        prev_init = [init_states[meta["states"].index(s)] for s in meta["prev_states"]]
-        grad_inputs = [torch.empty((T, n), dtype=cdt, device=device) for _ in meta["inputs"]]
-        grad_init = [torch.empty((n,), dtype=cdt, device=device) for _ in meta["states"]]
-        grad_params = [torch.empty((n,), dtype=cdt, device=device) for p in meta["params"] if p[2]]
-        args = [grad_spikes, *grad_states, *saved, *needed, *prev_init, *params, *grad_inputs, *grad_init,
-                *grad_params]
-        _launch(self.module("triton").backward_kernel, n, device, args, T, store_seqs)
-        return tuple(grad_inputs), tuple(grad_init), tuple(grad_params)
-
-
-def _launch(kernel, n, device, args, T, store_seqs, **flags):
-    block = block_size(n, device)
-    grid = (-(-n // block),)
-    kernel[grid](*args, T, n, STORE_SEQS=store_seqs, BLOCK=block, **flags)
-
-
-def _require_triton() -> None:
-    try:
-        import triton  # noqa: F401
-    except ImportError as err:  # pragma: no cover - triton is a dependency
-        raise BackendError("ND301", "backend='triton' needs the triton package: pip install triton") from err
+        return backends.get(backend).backward(self.module(backend), grad_spikes, grad_states, saved, inputs,
+                                              init_states, params, store_seqs)
 
 
 def check_backend(backend: str, device: torch.device) -> None:
     """Raise a typed error when ``backend`` cannot run tensors on ``device``."""
-    if backend == "triton" and device.type == "cpu" and not interpreter_enabled():
-        raise BackendError("ND302", "backend='triton' on CPU tensors needs the Triton interpreter: set "
-                                    "TRITON_INTERPRET=1 before triton is imported, or use backend='torch'")
-    if backend == "triton" and device.type not in ("cpu", "cuda"):
-        raise BackendError("ND303", f"backend='triton' does not run on device '{device.type}'")
+    backends.check(backend, device)
 
 
 # -- registered torch ops ----------------------------------------------------------

@@ -25,8 +25,9 @@ import hashlib
 
 import torch
 
-from . import cache, render
-from .plan import CODEGEN_VERSION, ParallelPlan
+from . import cache
+from .backends.base import version_key
+from .plan import ParallelPlan
 from .registry import Registry
 
 
@@ -62,8 +63,9 @@ def _doubling_scan(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor) -> torch.
 
 
 def _scan_module(k: int):
-    key = hashlib.sha256(f"scan|{k}|{CODEGEN_VERSION}|{render._versions()}".encode()).hexdigest()[:20]
-    return cache.load_module(f"scan{k}", key, "triton", lambda: render.render_scan(k, key))
+    from .backends.triton import render_scan
+    key = hashlib.sha256(f"scan|{k}|{version_key()}".encode()).hexdigest()[:20]
+    return cache.load_module(f"scan{k}", key, "triton", lambda: render_scan(k, key))
 
 
 def scan_tiles(T: int, n: int, device: torch.device) -> tuple[int, int]:
@@ -187,8 +189,10 @@ class CompiledParallel:
 
     def module(self) -> ModuleType:
         if self._module is None:
+            from .backends.torch import render_parallel
+            label = cache.safe_label(self.name)
             self._module = cache.load_module(self.name, self.key, "parallel",
-                                             lambda: render.render_parallel(self.build_plan(), self.key))
+                                             lambda: render_parallel(self.build_plan(), self.key, label))
         return self._module
 
     def source(self) -> str:

@@ -1,7 +1,7 @@
 """The kernel plan: the typed contract between the front end and the code generator.
 
 A plan holds one time step of a neuron as sympy assignments over symbols whose
-names are the identifiers the generated code uses (see the ``*_name`` helpers),
+names are the identifiers the generated code uses (:mod:`kernels_gen.names`),
 plus what the kernels must load, save and return. ``kernels_gen`` prints and
 templates a plan; it never looks at how the plan was derived.
 
@@ -13,48 +13,16 @@ templates a plan; it never looks at how the plan was derived.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import sympy as sp
 
-CODEGEN_VERSION = "6"
+from .names import FIRE, SPIKE, charged_name, grad_name, input_name, new_name, param_name, prev_name, sym
 
+CODEGEN_VERSION = "7"
 
-def prev_name(state: str) -> str:
-    """State value at t-1 (what ``charge`` reads)."""
-    return f"v_{state}"
-
-
-def charged_name(state: str) -> str:
-    """Charged value H[t] (what ``fire`` and ``reset`` read)."""
-    return f"h_{state}"
-
-
-def new_name(state: str) -> str:
-    """State value at t after reset."""
-    return f"n_{state}"
-
-
-def input_name(inp: str) -> str:
-    return f"x_{inp}"
-
-
-def param_name(param: str) -> str:
-    return f"p_{param}"
-
-
-def grad_name(symbol_name: str) -> str:
-    """Gradient of the loss w.r.t. the value named ``symbol_name``."""
-    return f"g{symbol_name}"
-
-
-SPIKE = "spike"
-FIRE = "fire"
-
-
-def sym(name: str) -> sp.Symbol:
-    """The real-valued symbol every plan uses for ``name``."""
-    return sp.Symbol(name, real=True)
+__all__ = ["CODEGEN_VERSION", "Assign", "ParamPlan", "KernelPlan", "ParallelPlan", "SPIKE", "FIRE", "prev_name",
+           "charged_name", "new_name", "input_name", "param_name", "grad_name", "sym"]
 
 
 def _fingerprint(fields: list, programs) -> str:
@@ -108,7 +76,6 @@ class KernelPlan:
     prev_states: tuple[str, ...]
     needed_inputs: tuple[str, ...]
     compute_dtype: str = "float32"
-    key: str = field(default="", compare=False)
 
     @property
     def needs_prev(self) -> bool:

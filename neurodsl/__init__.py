@@ -8,7 +8,7 @@ torch.Size([4, 2, 3])
 """
 from . import containers, psn, surrogate, zoo
 from .containers import SeqToBatch, StepLoop, replace_lif_nodes
-from .errors import (BackendError, CodegenError, DistributedError, InputError, NeuroDSLError, NIRError, SpecError,
+from .errors import (BackendError, CacheError, CodegenError, DistributedError, InputError, NeuroDSLError, NIRError, SpecError,
                      UsageError)
 from .functional import detach_states, neurons, reset_states, set_step_mode
 from .mathfns import atan, clamp, erf, erfc, exp, log, maximum, minimum, relu, sigmoid, sqrt, tanh, where
@@ -20,5 +20,5 @@ __version__ = "0.1.0"
 
 __all__ = ["containers", "SeqToBatch", "StepLoop", "replace_lif_nodes", "psn", "Neuron", "State", "Param", "NeuronSpec", "surrogate", "zoo", "reference_run", "reset_states",
            "detach_states", "set_step_mode", "neurons", "NeuroDSLError", "SpecError", "InputError",
-           "BackendError", "CodegenError", "DistributedError", "NIRError", "UsageError", "exp", "log", "sqrt", "sigmoid", "tanh", "relu", "clamp", "minimum",
+           "BackendError", "CacheError", "CodegenError", "DistributedError", "NIRError", "UsageError", "exp", "log", "sqrt", "sigmoid", "tanh", "relu", "clamp", "minimum",
            "maximum", "where", "erf", "erfc", "atan"]

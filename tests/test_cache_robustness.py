@@ -6,6 +6,7 @@ Multi-process tests run small child scripts (``sys.executable``) against a fresh
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import itertools
@@ -24,8 +25,8 @@ import pytest
 import torch
 
 import neurodsl as nd
-import neurodsl.analysis.derive as derive_mod
 from kernels_gen import cache
+from kernels_gen.backends import base as backend_base
 from neurodsl import cli, zoo
 from neurodsl.analysis import plan_key
 from neurodsl.compiler import compile_spec
@@ -391,15 +392,28 @@ PARAM_STATE_DEFAULT = BASE.replace("v = nd.State(0.0)", "v = nd.State(\"v_th\")"
 NEW_PARAM_DEFAULTS = BASE.replace("nd.Param(2.0)", "nd.Param(7.5)").replace("nd.Param(1.0)", "nd.Param(0.3)")
 
 
+def _fresh_versions(mp):
+    """The version strings are read once per process; a patch must read them again (and restore them after)."""
+    backend_base.versions.cache_clear()
+    mp.setattr(backend_base, "versions", functools.lru_cache(maxsize=1)(backend_base.versions.__wrapped__))
+
+
 def _patch_codegen(mp):
-    mp.setattr(derive_mod, "CODEGEN_VERSION", derive_mod.CODEGEN_VERSION + "-next")
+    mp.setattr(backend_base, "CODEGEN_VERSION", backend_base.CODEGEN_VERSION + "-next")
+
+
+def _patch_generator(mp):
+    """An edited template, printer or device library: the generator fingerprint changes."""
+    mp.setattr(backend_base, "generator_fingerprint", lambda: "edited-generator")
 
 
 def _patch_torch(mp):
+    _fresh_versions(mp)
     mp.setattr(torch, "__version__", torch.__version__ + "+other")
 
 
 def _patch_triton(mp):
+    _fresh_versions(mp)
     real = importlib.metadata.version
     mp.setattr(importlib.metadata, "version", lambda name: real(name) + ".post1" if name == "triton" else real(name))
 
@@ -417,6 +431,7 @@ KEY_TABLE = [
     ("detach_reset", BASE, BASE, {}, {"init": {"detach_reset": True}}, True),
     ("learnable parameter", BASE, BASE, {}, {"init": {"learnable": ("tau",)}}, True),
     ("codegen version", BASE, BASE, {}, {"patch": _patch_codegen}, True),
+    ("generator sources (templates, printers, device library)", BASE, BASE, {}, {"patch": _patch_generator}, True),
     ("torch version", BASE, BASE, {}, {"patch": _patch_torch}, True),
     ("triton version", BASE, BASE, {}, {"patch": _patch_triton}, True),
     ("whitespace, comments, docstrings", BASE, REFORMATTED, {}, {}, False),

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 import neurodsl as nd
-from kernels_gen import ops, parallel as kparallel
+from kernels_gen import parallel as kparallel
+from kernels_gen.backends import triton as triton_backend
 from neurodsl import zoo
 
 META = torch.device("meta")
@@ -91,7 +92,7 @@ def test_containers_on_meta():
 
 def test_sequential_kernels_with_gpu_blocks_match_the_torch_backend(monkeypatch):
     """512 lanes per program (the CUDA block) over N = 1100 neurons: three programs, the last one masked."""
-    monkeypatch.setattr(ops, "block_size", lambda n, device: min(512, max(16, 1 << (max(n, 1) - 1).bit_length())))
+    monkeypatch.setattr(triton_backend, "block_size", lambda n, device: min(512, max(16, 1 << (max(n, 1) - 1).bit_length())))
     torch.manual_seed(0)
     tau, x0 = 2.0 + torch.rand(1100), torch.rand(6, 1100) * 2
     outs = []

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import neurodsl as nd
-from kernels_gen.ops import block_size
+from kernels_gen.backends.triton import block_size
 from neurodsl import zoo
 
 from helpers import assert_close, compare, require_safe_inputs, run_with_grads

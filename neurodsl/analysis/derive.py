@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from kernels_gen.plan import (CODEGEN_VERSION, FIRE, SPIKE, Assign, KernelPlan, ParamPlan, charged_name, grad_name,
-                              input_name, new_name, param_name, prev_name, sym)
-
-from kernels_gen.printers import fold_constants
+from kernels_gen.backends.base import version_key
+from kernels_gen.functions import fold_constants
+from kernels_gen.plan import (FIRE, SPIKE, Assign, KernelPlan, ParamPlan, charged_name, grad_name, input_name,
+                              new_name, param_name, prev_name, sym)
 
 from ..spec import NeuronSpec
 
@@ -60,19 +60,9 @@ class KernelOptions:
         return isinstance(other, KernelOptions) and self.canonical() == other.canonical()
 
 
-def _versions() -> str:
-    import importlib.metadata as md
-    import torch
-    try:
-        triton_version = md.version("triton")
-    except md.PackageNotFoundError:  # pragma: no cover - triton is a dependency
-        triton_version = "none"
-    return f"codegen={CODEGEN_VERSION}|torch={torch.__version__}|triton={triton_version}"
-
-
 def plan_key(spec: NeuronSpec, options: KernelOptions) -> str:
     """Cache key: spec, kernel options and tool versions; computed without deriving anything."""
-    text = "\n".join([_versions(), spec.canonical(), options.canonical()])
+    text = "\n".join([version_key(), spec.canonical(), options.canonical()])
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 

@@ -1,0 +1,97 @@
+"""The torch backend: the step programs printed as eager torch code, the time loop in Python (any device)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ...names import charged_name, input_name, param_name
+from ...plan import SPIKE, KernelPlan, ParallelPlan
+from ..base import Backend, PlanNames, environment, header_context, plan_meta, print_program, render_template
+from .printer import TorchPrinter
+
+
+def kernel_context(plan: KernelPlan, key: str, label: str) -> dict:
+    """Every name and printed program ``kernels.py.j2`` declares, as plain strings and lists."""
+    printer = TorchPrinter()
+    n = PlanNames(plan)
+    role = PlanNames.role
+    seq_inputs, seq_states, save = role("seq", n.inputs), role("seq", n.prev), role("save", n.saved)
+    seq_of_input = dict(zip(n.inputs, seq_inputs))
+    save_of = dict(zip(n.saved, save))
+    init_prev = role("init", n.prev)
+    return dict(
+        **header_context(label=label, key=key, fingerprint=plan.fingerprint(), backend="torch", meta=plan_meta(plan)),
+        fwd_args=n.prev + n.inputs + n.params, fwd_body=print_program(plan.forward, printer),
+        fwd_returns=[SPIKE] + n.new + n.saved,
+        seq_inputs=seq_inputs, prev=n.prev, params=n.params, save_pairs=list(zip(n.saved, save)),
+        seq_states=seq_states, step_inputs=list(zip(n.inputs, seq_inputs)),
+        state_updates=list(zip(n.prev, n.new, seq_states)),
+        needs_prev=plan.needs_prev, prev_args=n.saved + n.params, prev_body=print_program(plan.recompute_prev, printer),
+        prev_returns=n.prev_states, prev_call_args=[f"{save_of[h]}[t - 1]" for h in n.saved] + n.params,
+        prev_init=[init_prev[n.prev.index(v)] for v in n.prev_states],
+        bwd_args=n.saved + n.prev_states + n.needed_inputs + n.params + ["gspike"] + n.grad_new,
+        bwd_body=print_program(plan.backward, printer), bwd_returns=n.grad_prev + n.grad_inputs + n.grad_params,
+        init_prev=init_prev, gout_states=role("gout", n.grad_new), grad_new=n.grad_new,
+        grad_seq_pairs=list(zip(n.grad_new, role("gout", n.grad_new))), saved_loads=list(zip(n.saved, save)),
+        needed_loads=[(x, seq_of_input[x]) for x in n.needed_inputs],
+        seq_grad_inputs=role("seq", n.grad_inputs), grad_input_stores=list(zip(role("seq", n.grad_inputs),
+                                                                               n.grad_inputs)),
+        acc_grad_params=role("acc", n.grad_params), acc_updates=list(zip(role("acc", n.grad_params), n.grad_params)),
+        grad_carries=list(zip(n.grad_new, n.grad_prev)),
+    )
+
+
+def parallel_context(plan: ParallelPlan, key: str, label: str) -> dict:
+    """The names ``parallel.py.j2`` declares: coefficient, reset, fire and spike programs over [T, N]."""
+    printer = TorchPrinter()
+    k = len(plan.states)
+    params = [param_name(p.name) for p in plan.params]
+    pairs = [(i, j) for i in range(k) for j in range(k)]
+    meta = dict(states=plan.states, inputs=plan.inputs, params=tuple((p.name, p.vector, p.needs_grad)
+                                                                    for p in plan.params))
+    return dict(
+        **header_context(label=label, key=key, fingerprint=plan.fingerprint(), backend="parallel-torch", meta=meta),
+        k=k, time_invariant=plan.time_invariant, a_params=repr(plan.a_params),
+        coeff_args=[input_name(i) for i in plan.inputs] + params, coeff_body=print_program(plan.coefficients, printer),
+        a_names=[f"a_{i}_{j}" for i, j in pairs], b_names=[f"b_{i}" for i in range(k)],
+        reset_args=[SPIKE] + params, reset_body=print_program(plan.reset, printer),
+        g_names=[f"g_{i}_{j}" for i, j in pairs] if plan.reset else ["None"],
+        c_names=[f"c_{i}" for i in range(k)] if plan.reset else ["None"],
+        fire_args=[charged_name(s) for s in plan.states] + params, fire_body=print_program(plan.fire, printer),
+        spike_args=["fire"] + params, spike_body=print_program(plan.spike, printer),
+    )
+
+
+def render_parallel(plan: ParallelPlan, key: str, label: str) -> str:
+    """The torch module of a :class:`~kernels_gen.plan.ParallelPlan` (coefficients, reset, fire, spike)."""
+    return render_template(environment(str(Path(__file__).parent)), "parallel.py.j2",
+                           parallel_context(plan, key, label))
+
+
+class TorchBackend(Backend):
+    """Runs anywhere torch runs; the reference point of every other backend."""
+
+    name = "torch"
+    folder = Path(__file__).parent
+
+    def unavailable(self, device: torch.device):
+        return None
+
+    def auto_priority(self, device: torch.device) -> int | None:
+        return 0
+
+    def printer(self, compute_dtype: str = "float32"):
+        return TorchPrinter()
+
+    def context(self, plan: KernelPlan, key: str, label: str) -> dict:
+        return kernel_context(plan, key, label)
+
+    def forward(self, module, inputs, init_states, params, store_seqs, io_dtype, save):
+        spikes, states, saved = module.forward(inputs, init_states, params, store_seqs, save)
+        if not save:  # the launchers' common layout: one placeholder element per saved state
+            saved = tuple(inputs[0].new_zeros((1,)) for _ in saved)
+        return spikes.to(io_dtype), states, saved
+
+    def backward(self, module, grad_spikes, grad_states, saved, inputs, init_states, params, store_seqs):
+        return module.backward(grad_spikes, grad_states, saved, inputs, init_states, params, store_seqs)

@@ -1,0 +1,175 @@
+"""The Triton backend: one fused forward and one backward kernel per neuron, the time loop in registers.
+
+Runs CUDA tensors with compiled Triton, and CPU tensors through the Triton interpreter
+(``TRITON_INTERPRET=1`` set before triton is imported).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ...errors import BackendError
+from ...plan import SPIKE, KernelPlan
+from ..base import Backend, PlanNames, environment, header_context, plan_meta, print_program, render_template
+from .printer import TritonPrinter
+
+
+def interpreter_enabled() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def block_size(n: int, device: torch.device) -> int:
+    """Few large programs under the interpreter (Python cost per program); 512 lanes on a GPU."""
+    limit = 65536 if device.type == "cpu" else 512
+    return min(limit, max(16, 1 << (max(n, 1) - 1).bit_length()))
+
+
+def kernel_context(plan: KernelPlan, key: str, label: str) -> dict:
+    """Every name and statement ``kernels.py.j2`` declares, as plain strings and lists."""
+    printer = TritonPrinter(plan.compute_dtype)
+    compute = f"tl.{plan.compute_dtype}"
+    n = PlanNames(plan)
+    role = PlanNames.role
+    ptr = lambda name: f"ptr_{name}"  # noqa: E731 - the pointer argument of a plan name
+    loaded = lambda name, offset: f"{name} = tl.load({ptr(name)} + {offset}, mask=mask, other=0.0).to({compute})"  # noqa: E731
+    param_loads = [f"{p} = tl.load({ptr(p)} + offs, mask=mask, other=1.0).to({compute})" if pp.vector
+                   else f"{p} = tl.load({ptr(p)}).to({compute})" for p, pp in zip(n.params, plan.params)]
+    init = role("init", n.prev)
+    out = role("out", n.prev)
+    save = role("save", n.saved)
+    prev_init = [init[n.prev.index(v)] for v in n.prev_states]
+    prev_saved = role("prev", n.saved)
+    gout, ginit = role("gout", n.grad_new), role("ginit", n.grad_new)
+    acc = role("acc", n.grad_params)
+    return dict(
+        **header_context(label=label, key=key, fingerprint=plan.fingerprint(), backend="triton",
+                         meta=plan_meta(plan)),
+        compute=compute,
+        fwd_args=n.prev + n.inputs + n.params, fwd_body=print_program(plan.forward, printer),
+        fwd_returns=[SPIKE] + n.new + n.saved,
+        fwd_kernel_args=[ptr(x) for x in n.inputs] + [ptr(i) for i in init] + [ptr(p) for p in n.params]
+        + ["spike_ptr"] + [ptr(o) for o in out] + [ptr(s) for s in save],
+        param_loads=param_loads,
+        init_loads=[f"{v} = tl.load({ptr(i)} + offs, mask=mask, other=0.0).to({compute})" for v, i in zip(n.prev, init)],
+        input_loads=[loaded(x, "idx") for x in n.inputs],
+        save_stores=[f"tl.store({ptr(s)} + idx, {h}, mask=mask)" for h, s in zip(n.saved, save)],
+        state_updates=[(v, new, f"tl.store({ptr(o)} + idx, {v}, mask=mask)") for v, new, o in zip(n.prev, n.new, out)],
+        final_stores=[f"tl.store({ptr(o)} + offs, {v}, mask=mask)" for v, o in zip(n.prev, out)],
+        needs_prev=plan.needs_prev, prev_args=n.saved + n.params, prev_body=print_program(plan.recompute_prev, printer),
+        prev_returns=n.prev_states, prev_call_args=prev_saved + n.params,
+        bwd_args=n.saved + n.prev_states + n.needed_inputs + n.params + ["gspike"] + n.grad_new,
+        bwd_body=print_program(plan.backward, printer), bwd_returns=n.grad_prev + n.grad_inputs + n.grad_params,
+        bwd_kernel_args=["gspike_ptr"] + [ptr(g) for g in gout] + [ptr(s) for s in save]
+        + [ptr(x) for x in n.needed_inputs] + [ptr(i) for i in prev_init] + [ptr(p) for p in n.params]
+        + [ptr(g) for g in n.grad_inputs] + [ptr(g) for g in ginit] + [ptr(a) for a in acc],
+        prev_init_loads=[f"{i} = tl.load({ptr(i)} + offs, mask=mask, other=0.0).to({compute})" for i in prev_init],
+        grad_init_loads=[(g, f"{g} = tl.load({ptr(go)} + offs, mask=mask, other=0.0).to({compute})")
+                         for g, go in zip(n.grad_new, gout)],
+        acc_inits=[f"{a} = zero" for a in acc],
+        grad_seq_adds=[f"{g} += tl.load({ptr(go)} + idx, mask=mask, other=0.0).to({compute})"
+                       for g, go in zip(n.grad_new, gout)],
+        saved_loads=[f"{h} = tl.load({ptr(s)} + idx, mask=mask, other=0.0)" for h, s in zip(n.saved, save)],
+        prev_saved_loads=[f"{p} = tl.load({ptr(s)} + idx - back, mask=mask, other=0.0)"
+                          for p, s in zip(prev_saved, save)],
+        needed_loads=[loaded(x, "idx") for x in n.needed_inputs],
+        prev_selects=[f"{v} = tl.where(has_prev, {v}, {i})" for v, i in zip(n.prev_states, prev_init)],
+        grad_input_stores=[f"tl.store({ptr(g)} + idx, {g} + zero, mask=mask)" for g in n.grad_inputs],
+        acc_updates=[f"{a} += {g}" for a, g in zip(acc, n.grad_params)],
+        grad_carries=[f"{g_new} = {g_prev} + zero" for g_new, g_prev in zip(n.grad_new, n.grad_prev)],
+        shift_saved=[f"{h} = {p}" for h, p in zip(n.saved, prev_saved)],
+        grad_init_stores=[f"tl.store({ptr(gi)} + offs, {g}, mask=mask)" for g, gi in zip(n.grad_new, ginit)],
+        acc_stores=[f"tl.store({ptr(a)} + offs, {a}, mask=mask)" for a in acc],
+    )
+
+
+def scan_context(k: int, key: str) -> dict:
+    """The names ``scan.py.j2`` declares: the combine function and loads/stores unrolled for k×k matrices."""
+    idx = [(i, j) for i in range(k) for j in range(k)]
+    first = [f"a1_{i}{j}" for i, j in idx] + [f"b1_{i}" for i in range(k)]
+    second = [f"a2_{i}{j}" for i, j in idx] + [f"b2_{i}" for i in range(k)]
+    body = [f"a_{i}{j} = " + " + ".join(f"a2_{i}{m} * a1_{m}{j}" for m in range(k)) for i, j in idx]
+    body += [f"b_{i} = " + " + ".join(f"a2_{i}{m} * b1_{m}" for m in range(k)) + f" + b2_{i}" for i in range(k)]
+    returns = [f"a_{i}{j}" for i, j in idx] + [f"b_{i}" for i in range(k)]
+    loads = [f"a_{i}{j} = tl.load(a_ptr + cell * {k * k} + {i * k + j}, mask=m, other={1.0 if i == j else 0.0})"
+             for i, j in idx]
+    loads += [f"b_{i} = tl.load(b_ptr + cell * {k} + {i}, mask=m, other=0.0)" for i in range(k)]
+    outputs = []
+    for i in range(k):
+        terms = " + ".join(f"sa_{i}{j} * carry_{j}[None, :]" for j in range(k))
+        outputs.append(f"v_{i} = {terms} + sb_{i}")
+        outputs.append(f"tl.store(out_ptr + cell * {k} + {i}, v_{i}, mask=m)")
+    return dict(
+        **header_context(label=f"scan{k}", key=key, fingerprint=key, backend="triton-scan", meta={"k": k}),
+        k=k, combine_args=first + second, combine_body=body, combine_returns=returns,
+        init_carries=[f"carry_{i} = tl.load(v0_ptr + offs * {k} + {i}, mask=mask, other=0.0)" for i in range(k)],
+        loads=loads, scanned=[f"s{name}" for name in returns], elements=returns, outputs=outputs,
+        carry_updates=[f"carry_{i} = tl.sum(tl.where((t == last)[:, None], v_{i}, 0.0), axis=0)" for i in range(k)],
+    )
+
+
+def render_scan(k: int, key: str) -> str:
+    """The Triton scan kernel for ``k`` coupled states."""
+    return render_template(environment(str(Path(__file__).parent)), "scan.py.j2", scan_context(k, key))
+
+
+class TritonBackend(Backend):
+    """Compiled Triton on CUDA; the interpreter on CPU tensors (tests, machines without a GPU)."""
+
+    name = "triton"
+    folder = Path(__file__).parent
+
+    def unavailable(self, device: torch.device) -> BackendError | None:
+        if device.type == "cpu" and not interpreter_enabled():
+            return BackendError("ND302", "backend='triton' on CPU tensors needs the Triton interpreter: set "
+                                         "TRITON_INTERPRET=1 before triton is imported, or use backend='torch'")
+        if device.type not in ("cpu", "cuda"):
+            return BackendError("ND303", f"backend='triton' does not run on device '{device.type}'")
+        try:
+            import triton  # noqa: F401
+        except ImportError:  # pragma: no cover - triton is a dependency
+            return BackendError("ND301", "backend='triton' needs the triton package: pip install triton")
+        return None
+
+    def auto_priority(self, device: torch.device) -> int | None:
+        return 10 if device.type == "cuda" else None
+
+    def printer(self, compute_dtype: str = "float32"):
+        return TritonPrinter(compute_dtype)
+
+    def context(self, plan: KernelPlan, key: str, label: str) -> dict:
+        return kernel_context(plan, key, label)
+
+    def forward(self, module, inputs, init_states, params, store_seqs, io_dtype, save):
+        meta = module.META
+        T, n = inputs[0].shape
+        cdt, device = init_states[0].dtype, inputs[0].device
+        spikes = torch.empty((T, n), dtype=io_dtype, device=device)
+        state_shape = (T, n) if store_seqs else (n,)
+        states = [torch.empty(state_shape, dtype=cdt, device=device) for _ in meta["states"]]
+        saved = [torch.empty((T, n), dtype=cdt, device=device) if save else torch.zeros(1, dtype=cdt, device=device)
+                 for _ in meta["saved_states"]]  # without ``save`` one defined placeholder element each
+        args = [*inputs, *init_states, *params, spikes, *states, *saved]
+        launch(module.forward_kernel, n, device, args, T, STORE_SEQS=store_seqs, SAVE=save)
+        return spikes, tuple(states), tuple(saved)
+
+    def backward(self, module, grad_spikes, grad_states, saved, inputs, init_states, params, store_seqs):
+        meta = module.META
+        T, n = grad_spikes.shape
+        cdt, device = init_states[0].dtype, grad_spikes.device
+        needed = [inputs[meta["inputs"].index(i)] for i in meta["needed_inputs"]]
+        prev_init = [init_states[meta["states"].index(s)] for s in meta["prev_states"]]
+        grad_inputs = [torch.empty((T, n), dtype=cdt, device=device) for _ in meta["inputs"]]
+        grad_init = [torch.empty((n,), dtype=cdt, device=device) for _ in meta["states"]]
+        grad_params = [torch.empty((n,), dtype=cdt, device=device) for p in meta["params"] if p[2]]
+        args = [grad_spikes, *grad_states, *saved, *needed, *prev_init, *params, *grad_inputs, *grad_init,
+                *grad_params]
+        launch(module.backward_kernel, n, device, args, T, STORE_SEQS=store_seqs)
+        return tuple(grad_inputs), tuple(grad_init), tuple(grad_params)
+
+
+def launch(kernel, n, device, args, T, **flags):
+    block = block_size(n, device)
+    kernel[(-(-n // block),)](*args, T, n, BLOCK=block, **flags)
+
