@@ -12,7 +12,7 @@
 
 >>> import neurodsl as nd
 >>> layer = layer_for_check(nd.zoo.Izhikevich, backend="torch")
->>> float(layer.a), layer.a.requires_grad          # Izhikevich.check_kwargs: a=0.5, b=0.2
+>>> layer.a.item(), layer.a.requires_grad           # Izhikevich.check_kwargs: a=0.5, b=0.2
 (0.5, True)
 >>> check_against_reference(layer, *inputs_for(layer, 6, (3, 40))).assert_ok().flips
 0

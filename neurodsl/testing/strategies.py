@@ -28,6 +28,7 @@ import itertools
 import math
 
 from hypothesis import strategies as st
+from sympy.logic.boolalg import BooleanAtom
 
 from .. import mathfns as m
 from .. import surrogate as sg
@@ -44,9 +45,18 @@ UNARY = {
 BINARY = {
     "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
     "div": lambda a, b: a / (1.0 + b * b), "min": m.minimum, "max": m.maximum,
-    "where": lambda a, b: m.where(a > b, a, b * 0.5), "clamp": lambda a, b: m.clamp(a, -1.0 - b * b, 1.0 + b * b),
+    "where": lambda a, b: _where(a > b, a, b * 0.5), "clamp": lambda a, b: m.clamp(a, -1.0 - b * b, 1.0 + b * b),
     "pow": lambda a, b: (1.0 + a * a) ** m.sigmoid(b),
 }
+
+
+def _where(cond, a, b):
+    """nd.where, or the chosen branch when both sides are numbers (a constant condition is a spec error)."""
+    if isinstance(cond, (bool, BooleanAtom)):
+        return a if cond else b
+    return m.where(cond, a, b)
+
+
 BOUNDS = {"tanh": m.tanh, "sigmoid": lambda a: m.sigmoid(a) - 0.5, "clamp": lambda a: m.clamp(a, -1.0, 1.0)}
 #: How a drawn reset updates a state (``s`` the spike): what the generated kernels must differentiate.
 RESETS = ("hard", "hard_to", "soft", "jump", "keep", "tree")
