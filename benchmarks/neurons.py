@@ -51,10 +51,30 @@ def neurodsl_layer(kind: str, backend: str, parallel: str = "sequential") -> nd.
     raise ValueError(kind)
 
 
+class _ATanSpike(torch.autograd.Function):
+    """Θ(u) forward, ATan surrogate derivative backward.
+
+    Not the straight-through sum ``Θ(u) + (g(u) - g(u).detach())``: compiled to a GPU kernel, ``g - g`` may be
+    contracted into ``fma(a, b, -a*b)`` (the rounding error of ``a*b``, not 0), so "no spike" comes out as a
+    tiny nonzero number and the compiled loop stops computing exact spikes.
+    """
+
+    @staticmethod
+    def forward(ctx, u, alpha):
+        ctx.save_for_backward(u)
+        ctx.alpha = alpha
+        return (u >= 0).to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (u,) = ctx.saved_tensors
+        half_pi_alpha = math.pi * ctx.alpha / 2
+        return grad * (ctx.alpha / 2) / (1 + (half_pi_alpha * u) ** 2), None
+
+
 def atan_spike(u: torch.Tensor, alpha: float = 2.0) -> torch.Tensor:
-    """Θ(u) forward, ATan surrogate backward (straight-through, parenthesised so forward is exactly Θ)."""
-    g = torch.atan((math.pi * alpha / 2) * u) / math.pi
-    return (u >= 0).to(u.dtype) + (g - g.detach())
+    """Θ(u) forward (exactly 0 or 1, eager and compiled), ATan(alpha) surrogate backward."""
+    return _ATanSpike.apply(u, alpha)
 
 
 def initial_states(kind: str, like: torch.Tensor) -> tuple:

@@ -31,13 +31,24 @@ class Runner:
         return self.call(x)
 
 
-def build(impl: str, kind: str, device: torch.device, dtype: torch.dtype) -> Runner:
+def build(impl: str, kind: str, device: torch.device, dtype: torch.dtype,
+          compile_backend: str = "inductor") -> Runner:
+    """The runner of ``impl``; ``compile_backend`` is what implementations under ``torch.compile`` use
+    (``aot_eager`` traces the same graph without generating code: the smoke test's choice)."""
     if impl not in _BUILDERS:
         raise Skip(f"unknown implementation {impl}")
-    return _BUILDERS[impl](kind, device, dtype)
+    builder = _BUILDERS[impl]
+    if impl.endswith("-compiled") or impl == "torch-compile-loop":
+        return builder(kind, device, dtype, compile_backend=compile_backend)
+    return builder(kind, device, dtype)
 
 
-def _neurodsl(backend: str, kind, device, dtype, parallel: str = "sequential", compiled: bool = False):
+def _compile_note(backend: str) -> str:
+    return "" if backend == "inductor" else f", torch.compile backend {backend}"
+
+
+def _neurodsl(backend: str, kind, device, dtype, parallel: str = "sequential", compiled: bool = False,
+              compile_backend: str = "inductor"):
     from kernels_gen.ops import check_backend
     from neurodsl.errors import BackendError
     try:
@@ -47,10 +58,11 @@ def _neurodsl(backend: str, kind, device, dtype, parallel: str = "sequential", c
     layer = neurons.neurodsl_layer(kind, backend, parallel).to(device)
     note = "Triton interpreter (CPU)" if backend == "triton" and device.type == "cpu" else ""
     if compiled:
-        note = ", ".join(filter(None, [note, "torch.compile(fullgraph=True); first calls compile (not timed)"]))
+        note = ", ".join(filter(None, [note, "torch.compile(fullgraph=True); first calls compile (not timed)"
+                                       + _compile_note(compile_backend)]))
         torch._dynamo.reset()  # a fresh recompile budget per case; runners built before recompile in their warmup
-    return Runner(torch.compile(layer, fullgraph=True) if compiled else layer, layer.reset_state, note, [layer],
-                  retains_graph=not compiled)
+    module = torch.compile(layer, fullgraph=True, backend=compile_backend) if compiled else layer
+    return Runner(module, layer.reset_state, note, [layer], retains_graph=not compiled)
 
 
 def _spikingjelly(kind, device, dtype):
@@ -166,10 +178,12 @@ def _torch_loop(kind, device, dtype):
     return Runner(functools.partial(neurons.loop_forward, kind, params=params), note="eager per-step loop")
 
 
-def _torch_compile_loop(kind, device, dtype):
+def _torch_compile_loop(kind, device, dtype, compile_backend: str = "inductor"):
     params = _loop_params(kind, device)
-    compiled = torch.compile(functools.partial(neurons.loop_forward, kind, params=params), dynamic=False)
-    return Runner(compiled, note="torch.compile of the loop (first call compiles; not timed)")
+    compiled = torch.compile(functools.partial(neurons.loop_forward, kind, params=params), dynamic=False,
+                             backend=compile_backend)
+    return Runner(compiled, note="torch.compile of the loop (first call compiles; not timed)"
+                  + _compile_note(compile_backend))
 
 
 _BUILDERS = {

@@ -6,9 +6,9 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-COLUMNS = ["suite", "device", "scenario", "case", "neuron", "impl", "mode", "dtype", "T", "shape", "n_neurons",
-           "min_ms", "median_ms", "reps", "agreement", "spike_rate", "peak_mem_mb", "bytes", "gbps", "frac_copy",
-           "note"]
+COLUMNS = ["suite", "device", "scenario", "case", "neuron", "impl", "mode", "timer", "dtype", "T", "shape",
+           "n_neurons", "min_ms", "median_ms", "reps", "agreement", "comparable", "grad_rel_err", "spike_rate",
+           "peak_mem_mb", "bytes_per_step", "bytes", "floor_ms", "gbps", "frac_copy", "note"]
 
 
 def write_results(out: Path, stem: str, meta: dict, rows: list) -> tuple[Path, Path]:
@@ -30,45 +30,83 @@ def _fmt(value, digits=3):
     return str(value)
 
 
+def comparable(row: dict) -> bool:
+    """A timed row whose spikes agree with the reference (rows without an agreement check count as comparable)."""
+    return "min_ms" in row and row.get("comparable", True) is not False
+
+
+def _label(row: dict) -> str:
+    return row.get("impl", "") + (" (CUDA graph)" if row.get("timer") == "graph" else "")
+
+
 def _ours(rows):
-    return next((r["impl"] for r in rows if r.get("impl", "").startswith("neurodsl") and "min_ms" in r), None)
+    return next((r for r in rows if r.get("impl", "").startswith("neurodsl") and comparable(r)), None)
 
 
 def scenario_table(rows: list) -> list[str]:
-    """Markdown lines: one row per (case, mode, impl), with ours/peer ratios of min times."""
-    lines = ["| case | mode | impl | min ms | median ms | ours/peer | agree | peak MiB | note |",
-             "|---|---|---|---:|---:|---:|---:|---:|---|"]
-    groups = defaultdict(list)
+    """Markdown lines: one row per (case, mode, impl), with ours/peer ratios of min times. Rows whose spikes do
+    not agree with the reference show no time or ratio in the table; a footnote gives their times."""
+    lines = ["| case | mode | impl | min ms | median ms | ours/peer | agree | grad err | peak MiB | note |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    groups, flagged = defaultdict(list), []
     for r in rows:
-        groups[(r.get("case", ""), r.get("neuron", ""), r.get("mode", ""))].append(r)
-    for (case, neuron, mode), group in groups.items():
-        ours = next((r for r in group if r.get("impl") == _ours(group)), None)
+        groups[(r.get("case", ""), r.get("neuron", ""), r.get("mode", ""), r.get("timer", ""))].append(r)
+    for (case, neuron, mode, _), group in groups.items():
+        ours = _ours(group)
         for r in group:
-            ratio = ""
-            if ours and "min_ms" in r and r is not ours and r["min_ms"]:
+            ratio, mark = "", ""
+            if ours and comparable(r) and r is not ours and r["min_ms"]:
                 ratio = f"{ours['min_ms'] / r['min_ms']:.2f}"
+            if "min_ms" in r and not comparable(r):
+                flagged.append(r)
+                mark = f" †{len(flagged)}"
             agree = f"{r['agreement']:.4f}" if isinstance(r.get("agreement"), float) else ""
             label = f"{case} ({neuron})" if neuron and r.get("scenario") in ("codegen",) else case
-            lines.append(f"| {label} | {mode} | {r.get('impl', '')} | {_fmt(r.get('min_ms'))} | "
-                         f"{_fmt(r.get('median_ms'))} | {ratio} | {agree} | {_fmt(r.get('peak_mem_mb'))} | "
-                         f"{r.get('note', '')} |")
+            times = (f"{_fmt(r.get('min_ms'))} | {_fmt(r.get('median_ms'))}" if comparable(r) or "min_ms" not in r
+                     else f"not comparable{mark} | —")
+            lines.append(f"| {label} | {mode} | {_label(r)} | {times} | {ratio} | {agree} | "
+                         f"{_fmt(r.get('grad_rel_err'), 2)} | {_fmt(r.get('peak_mem_mb'))} | {r.get('note', '')} |")
+    if flagged:
+        lines.append("")
+        lines += [f"- †{i} {r.get('impl')} {r.get('case')} {r.get('mode')}: {_fmt(r['min_ms'])} ms, not "
+                  f"comparable: its spikes agree with the reference on {r['agreement']:.1%} of entries"
+                  for i, r in enumerate(flagged, 1)]
     return lines
 
 
 def console_table(rows: list) -> str:
-    head = f"{'scenario':<18}{'case':<14}{'neuron':<11}{'mode':<7}{'impl':<20}{'min ms':>10}{'median':>10}{'agree':>8}  note"
+    head = (f"{'scenario':<18}{'case':<16}{'neuron':<12}{'mode':<7}{'impl':<32}{'min ms':>10}{'median':>10}"
+            f"{'agree':>8}{'B/step':>7}{'GB/s':>9}  note")
     out = [head, "-" * len(head)]
+    flagged = []
     for r in rows:
         agree = f"{r['agreement']:.3f}" if isinstance(r.get("agreement"), float) else ""
-        out.append(f"{r.get('scenario', ''):<18}{str(r.get('case', '')):<14}{r.get('neuron', '') or '':<11}"
-                   f"{r.get('mode', '') or '':<7}{r.get('impl', ''):<20}{_fmt(r.get('min_ms')):>10}"
-                   f"{_fmt(r.get('median_ms')):>10}{agree:>8}  {r.get('note', '') or ''}")
+        if "min_ms" in r and not comparable(r):
+            flagged.append(r)
+            agree += "!"
+        out.append(f"{r.get('scenario', ''):<18}{str(r.get('case', '')):<16}{r.get('neuron', '') or '':<12}"
+                   f"{r.get('mode', '') or '':<7}{_label(r):<32}{_fmt(r.get('min_ms')):>10}"
+                   f"{_fmt(r.get('median_ms')):>10}{agree:>8}{_fmt(r.get('bytes_per_step')):>7}"
+                   f"{_fmt(r.get('gbps')):>9}  {r.get('note', '') or ''}")
+    if flagged:
+        out += ["", f"! NOT COMPARABLE (spikes agree with the reference on < 99.9% of entries; times are not "
+                    f"comparable): " + ", ".join(sorted({f"{r['scenario']}/{r['impl']}" for r in flagged}))]
+    roof = [r for r in rows if r.get("bytes_per_step") and r.get("mode") in ("infer", "fwd", "bwd", "fwdbwd")]
+    if roof:
+        out += ["", "Bytes per neuron-step (from the analysis report of the layer benchmarked) and the floor at "
+                    "the measured copy bandwidth:"]
+        for r in roof:
+            floor = f", floor {r['floor_ms']:.3g} ms ({r['frac_copy']:.0%} of it)" if r.get("floor_ms") else ""
+            out.append(f"  {r['scenario']} {r['case']} {r['mode']} {r['impl']} {r.get('dtype', '')}: "
+                       f"{r['bytes_per_step']} B/step, {r['gbps']:.3g} GB/s{floor}")
     return "\n".join(out)
 
 
 # -- targets ---------------------------------------------------------------------------------------------------
 def _find(rows, **want):
-    return [r for r in rows if all(r.get(k) == v for k, v in want.items()) and "min_ms" in r]
+    """Comparable timed rows matching ``want`` (a row whose spikes disagree is never a target's evidence)."""
+    return [r for r in rows if all(r.get(k) == v for k, v in want.items()) and comparable(r)
+            and r.get("timer", "call") == "call"]
 
 
 def _min(rows, **want):
@@ -139,14 +177,14 @@ def plot_scenario(rows: list, path: Path, title: str) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    timed = [r for r in rows if "min_ms" in r]
+    timed = [r for r in rows if comparable(r)]
     if not timed:
         return False
     mode = "fwdbwd" if any(r.get("mode") == "fwdbwd" for r in timed) else timed[0].get("mode")
     timed = [r for r in timed if r.get("mode") == mode]
     cases = list(dict.fromkeys(f"{r.get('case')}" + (f" {r['neuron']}" if r.get("scenario") == "codegen" else "")
                                for r in timed))
-    impls = list(dict.fromkeys(r["impl"] for r in timed))
+    impls = list(dict.fromkeys(_label(r) for r in timed))
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(cases) * max(1, len(impls)) / 3), 3.4))
     width = 0.8 / max(1, len(impls))
     for i, impl in enumerate(impls):
@@ -154,7 +192,7 @@ def plot_scenario(rows: list, path: Path, title: str) -> bool:
         for j, case in enumerate(cases):
             for r in timed:
                 label = f"{r.get('case')}" + (f" {r['neuron']}" if r.get("scenario") == "codegen" else "")
-                if r["impl"] == impl and label == case:
+                if _label(r) == impl and label == case:
                     xs.append(j + i * width)
                     ys.append(r["min_ms"])
         ax.bar(xs, ys, width, label=impl)
@@ -181,11 +219,14 @@ Commands:
 ```bash
 # CPU suite (about 10 minutes on 2 cores); add --with-compile to include the loop under torch.compile (~1 min compile)
 python -m benchmarks run --suite cpu --out results/
-# GPU suite (one 10-minute run on a CUDA machine; results are written after every case)
+# GPU suite (about 3.5 minutes on one H100/H200; results are written after every case)
 SJ_LIF_CUDA_IMPLEMENTATION=triton SJ_PLIF_CUDA_IMPLEMENTATION=triton python -m benchmarks run --suite gpu --out results/
 # regenerate this page and docs/img/*.png
 python -m benchmarks report --results results/ --docs docs/benchmarks.md
 ```
+
+The whole GPU check (real-Triton tests, the random-spec campaign, this suite and a one-screen summary) is one
+command: `scripts/gpu_check.sh OUTDIR` (see [GPU check](gpu.md)).
 
 Method: CPU times are `time.perf_counter` min and median of N runs after warm-ups (the machine is shared, so
 take the min as the estimate); GPU times use `torch.cuda.Event` pairs with synchronisation, peak memory is
@@ -193,15 +234,26 @@ take the min as the estimate); GPU times use `torch.cuda.Event` pairs with synch
 forward with autograd on, `bwd` = backward alone, `fwdbwd` = both; the upstream gradient is a dense random
 tensor. `ours/peer` is neurodsl's min time divided by the peer's (below 1 = neurodsl faster). Before timing,
 every implementation's spikes are compared with the first implementation listed (neurodsl) on the same
-input: `agree` is the fraction of equal spikes. All peers use LIF tau = 2, decay_input, V_th = 1, V_reset = 0,
-hard reset and ATan(alpha = 2) (Norse has no ATan: its forward spikes match, its surrogate is SuperSpike;
-snnTorch's `Leaky` gets the input pre-scaled by 1/tau inside the timed call).
+input: `agree` is the fraction of equal spikes; below 0.999 the implementation does not compute the same
+neuron, and its time is left out of the table and the ratios (a footnote gives it). `grad err` is the relative
+L2 distance of the input gradient from neurodsl's (fwd+bwd). All peers use LIF tau = 2, decay_input, V_th = 1,
+V_reset = 0, hard reset and ATan(alpha = 2) (Norse has no ATan: its forward spikes match, its surrogate is
+SuperSpike; snnTorch's `Leaky` gets the input pre-scaled by 1/tau inside the timed call).
+
+Time budget: each suite has one (`--budget-s`, default the sum of the scenarios' shares); each scenario gets a
+share, each size a share of that, and repetitions are capped by the measured time per call. Sizes left when a
+share is spent are listed as skipped, with the reason. `host_overhead` times one layer call on [8, 64] tensors
+(all host overhead), per call and, on CUDA, as a CUDA-graph replay of the same call. Roofline tables give the
+bytes per neuron-step of the layer benchmarked (its analysis report) and the floor at the measured copy
+bandwidth.
 """
 
 
-def write_docs(results: Path, docs: Path, img_dir: Path | None = None) -> Path:
-    from .scenarios import PAPER000
+#: Published numbers (paper 000, A100, N = 1,000,000, per run): impl -> {T: ms}.
+PAPER000 = {"PyTorch loop (A100, paper 000)": {8: 0.646, 128: 9.647}, "CUDA (A100, paper 000)": {8: 0.054, 128: 0.763}}
 
+
+def write_docs(results: Path, docs: Path, img_dir: Path | None = None) -> Path:
     runs = {}
     for path in sorted(results.glob("bench-*.json")):
         runs[path.stem] = json.loads(path.read_text())
@@ -243,12 +295,14 @@ def write_docs(results: Path, docs: Path, img_dir: Path | None = None) -> Path:
                 lines += [f"![{name}]({Path(img).relative_to(docs.parent) if img.is_relative_to(docs.parent) else img})",
                           ""]
             lines += scenario_table(srows) + [""]
-            roof = [r for r in srows if r.get("gbps")]
+            roof = [r for r in srows if r.get("bytes_per_step")]
             if roof:
-                lines += ["Roofline (bytes each fused fp32 kernel must move: infer 8, fwd 12, bwd 12, fwd+bwd 24 "
-                          "B per neuron-step):", "", "| case | mode | GB/s | fraction of copy |", "|---|---|---:|---:|"]
-                lines += [f"| {r['case']} | {r['mode']} | {r['gbps']:.0f} | {_fmt(r.get('frac_copy'))} |"
-                          for r in roof] + [""]
+                lines += ["Roofline: bytes each fused kernel must move per neuron-step (from the analysis report "
+                          "of the layer benchmarked), achieved GB/s, and the time floor at the measured copy "
+                          "bandwidth:", "", "| case | mode | impl | B/step | GB/s | floor ms | floor / min |",
+                          "|---|---|---|---:|---:|---:|---:|"]
+                lines += [f"| {r['case']} | {r['mode']} | {r['impl']} | {r['bytes_per_step']} | {r['gbps']:.0f} | "
+                          f"{_fmt(r.get('floor_ms'))} | {_fmt(r.get('frac_copy'))} |" for r in roof] + [""]
             if name == "paper000":
                 lines += ["Paper 000 published (A100, N = 1,000,000): " + "; ".join(
                     f"{impl}: " + ", ".join(f"T={t} {ms} ms" for t, ms in vals.items())

@@ -1,8 +1,16 @@
-"""What is timed, per suite. Each scenario appends flat result rows (dicts) to ``ctx.rows``.
+"""How a scenario is timed. Each scenario appends flat result rows (dicts) to ``ctx.rows``.
 
 Modes: ``infer`` forward under no_grad; ``fwd`` forward with autograd on (what training pays, saves for
 backward); ``bwd`` backward alone (``retain_graph`` on one forward); ``fwdbwd`` both.
-Sizes per suite live in :func:`plan`; ``tiny`` shrinks everything for the smoke test.
+
+Time: every scenario gets a share of the suite budget (``budget_s`` in :mod:`.plan`, redistributed as earlier
+scenarios finish early), each case a share of its scenario, each mode a share of its case. Within a mode the
+implementations are warmed up, their per-call time estimated, and the repetitions capped to fit; rounds
+interleave the implementations. Sizes left when a scenario's time is spent are recorded as skipped, with why.
+
+Like with like: every implementation's spikes are compared with the first one's (neurodsl) before timing.
+Below :data:`AGREEMENT_MIN` the row is marked ``comparable=False`` and the report keeps its time out of
+the ratios.
 """
 from __future__ import annotations
 
@@ -17,10 +25,9 @@ import torch
 from . import peers, timing
 from .codegen import measure_codegen
 
-#: Published numbers (paper 000, A100, N = 1,000,000, per run): impl -> {T: ms}.
-PAPER000 = {"PyTorch loop (A100, paper 000)": {8: 0.646, 128: 9.647}, "CUDA (A100, paper 000)": {8: 0.054, 128: 0.763}}
-#: Bytes each fused fp32 kernel must move per neuron-step (LIF-type neuron with one state).
-BYTES_PER_STEP = {"infer": 8, "fwd": 12, "bwd": 12, "fwdbwd": 24}
+#: Below this fraction of equal spikes an implementation does not compute the same neuron: not comparable.
+AGREEMENT_MIN = 0.999
+_COMPILE_RESERVE_S = {"cuda": 20.0, "cpu": 60.0}  # scenario time an implementation needing torch.compile needs
 
 
 @dataclass
@@ -36,9 +43,20 @@ class Context:
     rows: list = field(default_factory=list)
     copy_gbps: float | None = None
     on_rows: object = None  # callback after each case (progress + incremental save)
+    scenario_deadline: float = float("inf")
+    compile_backend: str = "inductor"
 
     def time_left(self) -> float:
         return self.deadline - time.monotonic()
+
+    def scenario_left(self) -> float:
+        return min(self.scenario_deadline, self.deadline) - time.monotonic()
+
+    def start_scenario(self, weight: float, weight_left: float) -> float:
+        """Give the next scenario its share of the suite time left; returns the share in seconds."""
+        share = max(0.0, self.time_left()) * (weight / weight_left if weight_left > 0 else 1.0)
+        self.scenario_deadline = time.monotonic() + share
+        return share
 
     def add(self, **row):
         row.setdefault("suite", self.suite)
@@ -48,13 +66,14 @@ class Context:
             self.on_rows(row)
 
 
-def _input(kind, shape, device, dtype, seed=0):
+def make_input(kind, shape, device, dtype, seed=0):
+    """The benchmark input: uniform in [0, 0.5) for paper 000 (its V_th is 0.3), [0, 1.5) otherwise."""
     gen = torch.Generator().manual_seed(seed)
     scale = 0.5 if kind == "paper000" else 1.5
     return (torch.rand(shape, generator=gen) * scale).to(device=device, dtype=dtype)
 
 
-def _mode_fn(mode, runner, x, g):
+def mode_fn(mode, runner, x, g):
     if mode == "infer":
         def fn():
             runner.reset()
@@ -85,29 +104,54 @@ def _mode_fn(mode, runner, x, g):
     raise ValueError(mode)
 
 
-def bench_case(ctx: Context, scenario: str, kind: str, impls, shape, dtype=torch.float32, modes=("fwdbwd",),
-               make=None, label: str = "", roofline: bool = False):
-    """Time ``impls`` on one input: agreement with the first runnable impl, then each mode."""
-    device = ctx.device
-    T, n = shape[0], math.prod(shape[1:])
-    base = dict(scenario=scenario, neuron=kind, dtype=str(dtype).replace("torch.", ""), T=T,
-                shape="x".join(map(str, shape)), n_neurons=n, case=label or f"T={T}")
-    x = _input(kind, shape, device, dtype).requires_grad_(True)
-    gen = torch.Generator().manual_seed(1)
-    g = torch.randn(make.out_shape(shape) if make else shape, generator=gen).to(device=device, dtype=dtype)
-    ref, ready = None, []
+def bytes_per_step(layer, dtype: torch.dtype) -> dict[str, int]:
+    """Bytes a fused kernel must move per neuron-step, per mode, from the benchmarked layer's analysis report
+    (inputs and spikes in ``dtype``, saved states and gradients in fp32)."""
+    report = layer.analysis()
+    io = torch.empty((), dtype=dtype).element_size()
+    per = report.bytes_per_neuron_step(io_bytes=io, compute_bytes=4)
+    infer = per.get("inference", io * (len(report.plan.inputs) + 1))
+    return {"infer": infer, "fwd": per["forward"], "bwd": per["backward"], "fwdbwd": per["total"]}
+
+
+def _roofline(ctx, runner, row, dtype, T, n):
+    layer = next((m for m in runner.modules if hasattr(m, "analysis")), None)
+    if layer is None or row["mode"] not in ("infer", "fwd", "bwd", "fwdbwd"):
+        return
+    per = bytes_per_step(layer, dtype)[row["mode"]]
+    row.update(bytes_per_step=per, bytes=per * T * n)
+    row["gbps"] = row["bytes"] / (row["min_ms"] * 1e-3) / 1e9
+    if ctx.copy_gbps:
+        row["floor_ms"] = row["bytes"] / (ctx.copy_gbps * 1e9) * 1e3
+        row["frac_copy"] = row["floor_ms"] / row["min_ms"]
+
+
+def _needs_compile(impl: str) -> bool:
+    return impl.endswith("-compiled") or impl == "torch-compile-loop"
+
+
+def _build(ctx, impls, kind, make, x, base, grad: bool):
+    """Build each runner and compute its spikes on ``x`` (the first call, untimed): [(impl, runner, spikes, note)].
+
+    ``grad``: make that call with autograd on (when no mode runs under no_grad, a compiled runner then
+    compiles once, not twice)."""
+    built = []
     for impl in impls:
-        if ctx.time_left() < 0:
-            ctx.add(**base, impl=impl, note="skipped: suite time budget used up")
+        reserve = 0.0 if ctx.tiny else _COMPILE_RESERVE_S["cuda" if ctx.device.type == "cuda" else "cpu"]
+        left = ctx.scenario_left()
+        if left <= 0 or (_needs_compile(impl) and left < reserve):
+            why = f"; torch.compile needs ~{reserve:.0f} s" if _needs_compile(impl) else ""
+            ctx.add(**base, impl=impl, note=f"skipped: scenario time budget spent ({max(0.0, left):.0f} s left{why})")
             continue
         try:
-            runner = peers.build(impl, kind, device, dtype)
+            runner = peers.build(impl, kind, ctx.device, x.dtype, ctx.compile_backend)
             if make:
-                runner = make.wrap(runner, device, dtype)
+                runner = make.wrap(runner, ctx.device, x.dtype)
             runner.reset()
             t0 = time.perf_counter()
-            with torch.no_grad():
-                spikes = runner(x).float()
+            with torch.set_grad_enabled(grad):
+                spikes = runner(x).detach().float()
+            timing.sync(ctx.device)
             first_s = time.perf_counter() - t0
         except peers.Skip as err:
             ctx.add(**base, impl=impl, note=f"skipped: {err}")
@@ -115,26 +159,76 @@ def bench_case(ctx: Context, scenario: str, kind: str, impls, shape, dtype=torch
         except Exception as err:  # noqa: BLE001 - a failing peer is a result, not a crash
             ctx.add(**base, impl=impl, note=f"failed: {type(err).__name__}: {str(err)[:160]}")
             continue
-        ref = spikes if ref is None else ref
-        note = runner.note + (f"; first call {first_s:.1f} s" if impl == "torch-compile-loop" else "")
-        ready.append((impl, runner, (spikes == ref).float().mean().item(), note))
+        note = runner.note + (f"; first call {first_s:.1f} s" if first_s > 1.0 else "")
+        built.append((impl, runner, spikes, note))
+    return built
+
+
+def _warm(fns, device, warmup, seconds):
+    """Warm each fn up (at least once; more while within its share of ``seconds``); returns ms per call each."""
+    per_call = {}
+    for impl, fn in list(fns.items()):
+        calls = []
+        try:
+            calls.append(timing.wall_ms(fn, device))
+            share_ms = seconds * 1e3 / max(1, len(fns))
+            while len(calls) < max(warmup, 2 if calls[0] > 1e3 else 1) and sum(calls) < 0.3 * share_ms:
+                calls.append(timing.wall_ms(fn, device))  # a slow first call may compile: measure again
+        except Exception as err:  # noqa: BLE001 - reported by the caller
+            per_call[impl] = err
+            continue
+        per_call[impl] = min(calls[1:]) if len(calls) > 1 else calls[0]
+    return per_call
+
+
+def bench_case(ctx: Context, scenario: str, kind: str, impls, shape, dtype=torch.float32, modes=("fwdbwd",),
+               make=None, label: str = "", roofline: bool = False, seconds: float = float("inf")):
+    """Time ``impls`` on one input within about ``seconds``: agreement with the first runnable impl, then
+    each mode (interleaved rounds, repetitions capped by the measured per-call time)."""
+    device, deadline = ctx.device, time.monotonic() + seconds
+    T, n = shape[0], math.prod(shape[1:])
+    base = dict(scenario=scenario, neuron=kind, dtype=str(dtype).replace("torch.", ""), T=T,
+                shape="x".join(map(str, shape)), n_neurons=n, case=label or f"T={T}")
+    x = make_input(kind, shape, device, dtype).requires_grad_(True)
+    gen = torch.Generator().manual_seed(1)
+    g = torch.randn(make.out_shape(shape) if make else shape, generator=gen).to(device=device, dtype=dtype)
+    built = _build(ctx, impls, kind, make, x, base, grad="infer" not in modes)
+    ref = built[0][2] if built else None
+    ready = [(impl, runner, _agreement(spikes, ref), note) for impl, runner, spikes, note in built]
     spike_rate = ref.mean().item() if ref is not None else None
-    for mode in modes:
-        # Rounds interleave the implementations so a burst of load on a shared machine hits all of them.
-        fns, samples, errors = {}, {impl: [] for impl, *_ in ready}, {}
+    del built
+    for m, mode in enumerate(modes):
+        if ctx.time_left() <= 0:
+            for impl, *_ in ready:
+                ctx.add(**base, impl=impl, mode=mode, note="skipped: suite time budget spent")
+            continue
+        share = max(0.0, deadline - time.monotonic()) / (len(modes) - m)
+        fns, samples, errors, grads = {}, {impl: [] for impl, *_ in ready}, {}, {}
         for impl, runner, *_ in ready:
             try:
-                fns[impl] = _mode_fn(mode, runner, x, g)
+                fns[impl] = mode_fn(mode, runner, x, g)
             except Exception as err:  # noqa: BLE001
                 errors[impl] = err
-        for rnd in range(ctx.rounds):
+        per_call = {impl: 0.0 for impl in fns} if ctx.tiny else _warm(fns, device, ctx.warmup, share)
+        for impl, est in per_call.items():
+            if isinstance(est, Exception):
+                errors[impl] = est
+                del fns[impl]
+        per_round = sum(per_call[impl] for impl in fns)
+        left = max(0.0, deadline - time.monotonic()) / (len(modes) - m)
+        rounds = ctx.rounds if per_round * ctx.rounds * 1e-3 <= left else 1
+        reps = timing.reps_within(left, per_round, rounds, ctx.reps)
+        for rnd in range(rounds):
             for impl in list(fns):
                 try:
-                    samples[impl] += timing.measure(fns[impl], device, ctx.warmup if rnd == 0 else 0,
-                                                    ctx.reps)["times"]
+                    samples[impl] += timing.measure(fns[impl], device, 0, reps)["times"]
                 except Exception as err:  # noqa: BLE001
                     errors[impl] = err
                     del fns[impl]
+                    continue
+                if mode == "fwdbwd" and rnd == rounds - 1 and x.grad is not None:
+                    grads[impl] = x.grad.detach().float().clone() if not grads else _rel_err(x.grad, grads)
+        ref_impl = next(iter(grads), None)
         for impl, runner, agreement, note in ready:
             if impl in errors:
                 err = errors[impl]
@@ -142,22 +236,36 @@ def bench_case(ctx: Context, scenario: str, kind: str, impls, shape, dtype=torch
                 ctx.add(**base, impl=impl, mode=mode, note=what + str(err)[:160])
                 continue
             times = samples[impl]
-            peak = timing.peak_memory_mb(_mode_fn(mode, runner, x, g), device) if mode != "bwd" else None
-            row = dict(base, impl=impl, mode=mode, agreement=agreement, peak_mem_mb=peak, note=note,
-                       spike_rate=spike_rate, min_ms=min(times), median_ms=statistics.median(times),
+            peak = timing.peak_memory_mb(mode_fn(mode, runner, x, g), device) if mode != "bwd" else None
+            comparable = agreement >= AGREEMENT_MIN
+            if not comparable:
+                note = "; ".join(filter(None, [f"NOT COMPARABLE: spikes agree on {agreement:.1%} "
+                                               f"(< {AGREEMENT_MIN:.1%})", note]))
+            row = dict(base, impl=impl, mode=mode, agreement=agreement, comparable=comparable, peak_mem_mb=peak,
+                       note=note, spike_rate=spike_rate, min_ms=min(times), median_ms=statistics.median(times),
                        reps=len(times))
-            if roofline and impl.startswith("neurodsl") and dtype == torch.float32:
-                row["bytes"] = BYTES_PER_STEP[mode] * T * n
-                row["gbps"] = row["bytes"] / (row["min_ms"] * 1e-3) / 1e9
-                if ctx.copy_gbps:
-                    row["frac_copy"] = row["gbps"] / ctx.copy_gbps
+            if impl in grads and impl != ref_impl:
+                row["grad_rel_err"] = grads[impl]
+            if roofline and impl.startswith("neurodsl"):
+                _roofline(ctx, runner, row, dtype, T, n)
             ctx.add(**row)
-        del fns
+        del fns, grads
         gc.collect()
     del ready
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
+
+
+def _agreement(spikes: torch.Tensor, ref: torch.Tensor) -> float:
+    """Fraction of entries where ``spikes`` equals the reference's (0 if the shapes differ)."""
+    return (spikes == ref).float().mean().item() if spikes.shape == ref.shape else 0.0
+
+
+def _rel_err(grad: torch.Tensor, grads: dict) -> float:
+    """Relative L2 distance of ``grad`` from the first gradient stored in ``grads`` (the reference's)."""
+    ref = next(iter(grads.values()))
+    return ((grad.detach().float() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
 
 
 class _Network:
@@ -180,78 +288,11 @@ class _Network:
         return peers.Runner(lambda x: runner(linear(x)), runner.reset, runner.note, [linear], runner.retains_graph)
 
 
-# -- suites -------------------------------------------------------------------------------------------------
-def plan(suite: str, device: torch.device, tiny: bool, with_compile: bool) -> list[dict]:
-    """The scenario list with sizes; ``cpu`` is scaled to ~10 min on 2 cores, ``gpu`` to one 10-min run."""
-    cuda = device.type == "cuda"
-    ours = "neurodsl-triton" if suite == "gpu" else "neurodsl-torch"
-    compile_ok = cuda or with_compile
-    loop = ["torch-loop"] + (["torch-compile-loop"] if compile_ok else [])
-    peer_lif = ["spikingjelly", "snntorch", "norse"]
-    items = []
-    if suite == "cpu":
-        n, t = (256, 8) if tiny else (65536, 64)
-        items.append(dict(name="lif_cpu", kind="lif", impls=[ours, *peer_lif, *loop], shapes=[(t, n)],
-                          modes=("fwd", "bwd", "fwdbwd"), about=f"LIF fwd+bwd, T={t}, N={n} (the CPU target case)"))
-        n0, ts = (256, (4, 8)) if tiny else (65536, (8, 32, 128))
-        items.append(dict(name="paper000", kind="paper000", impls=[ours, "spikingjelly", "torch-loop"],
-                          shapes=[(t, n0) for t in ts], modes=("infer", "fwdbwd"),
-                          about=f"paper 000 LIF, scaled to N={n0}, T in {list(ts)} (GPU suite: N=1,000,000)"))
-        b, n1, ts = (2, 64, (4,)) if tiny else (16, 4096, (4, 16, 32))
-        for kind in ("lif", "plif"):
-            items.append(dict(name=f"{kind}_sizes", kind=kind, impls=[ours, "spikingjelly", "torch-loop"],
-                              shapes=[(t, b, n1) for t in ts], modes=("fwdbwd",),
-                              about=f"{kind.upper()} fwd+bwd on [T, {b}, {n1}] (GPU suite: [T, 64, 65536]), fp32"))
-        t2, b2, n2 = (6, 2, 32) if tiny else (100, 16, 1024)
-        items.append(dict(name="network", kind="lif", impls=[ours, f"{ours}-compiled", *peer_lif, "torch-loop"],
-                          shapes=[(t2, b2, n2)], modes=("fwd", "bwd", "fwdbwd"), network=n2,
-                          about=f"Linear({n2},{n2}) + LIF, batch {b2}, T={t2} (GPU suite: 16384 neurons, T=500)"))
-        n3, t3 = (256, 8) if tiny else (65536, 64)
-        for kind in ("alif", "izhikevich"):
-            items.append(dict(name=f"custom_{kind}", kind=kind, impls=[ours, "sj-flexsn", "torch-loop"],
-                              shapes=[(t3, n3)], modes=("fwd", "fwdbwd"),
-                              about=f"custom neuron {kind}, T={t3}, N={n3}"))
-    else:  # gpu
-        items.append(dict(name="copy_bandwidth", about="device-to-device copy (roofline reference)"))
-        n0, ts = (512, (4, 8)) if tiny else (1_000_000, (8, 16, 32, 64, 128))
-        items.append(dict(name="paper000", kind="paper000", impls=[ours, "spikingjelly", "torch-loop"] +
-                          (["torch-compile-loop"] if compile_ok else []), shapes=[(t, n0) for t in ts],
-                          modes=("infer", "fwd", "bwd", "fwdbwd"), roofline=True, compile_max_T=32,
-                          about=f"paper 000 LIF, N={n0}, T in {list(ts)}"))
-        b, n1, ts = (2, 256, (4,)) if tiny else (64, 65536, (4, 16, 32))
-        dtypes = (torch.float32,) if tiny else (torch.float32, torch.float16)
-        for kind in ("lif", "plif"):
-            items.append(dict(name=f"{kind}_sizes", kind=kind, impls=[ours, "spikingjelly", "torch-loop"],
-                              shapes=[(t, b, n1) for t in ts], dtypes=dtypes, modes=("fwd", "bwd", "fwdbwd"),
-                              roofline=True, about=f"{kind.upper()} on [T, {b}, {n1}], fp32 and fp16"))
-        t2, b2, n2 = (6, 2, 64) if tiny else (500, 16, 16384)
-        items.append(dict(name="network", kind="lif", impls=[ours, f"{ours}-compiled", *peer_lif, "torch-loop"],
-                          shapes=[(t2, b2, n2)], modes=("fwd", "bwd", "fwdbwd"), network=n2,
-                          about=f"Linear({n2},{n2}) + LIF, batch {b2}, T={t2}"))
-        n3, t3 = (512, 8) if tiny else (1_048_576, 64)
-        for kind in ("alif", "izhikevich"):
-            items.append(dict(name=f"custom_{kind}", kind=kind, impls=[ours, "sj-flexsn", "torch-loop"],
-                              shapes=[(t3, n3)], modes=("fwd", "bwd", "fwdbwd"),
-                              about=f"custom neuron {kind}, T={t3}, N={n3}"))
-    # reset-free LIF: sequential vs scan vs matmul (the parallel forms), T up to 4096
-    forms = ["neurodsl-scan", "neurodsl-matmul"] if suite == "cpu" else ["neurodsl-triton-scan", "neurodsl-triton-matmul"]
-    seq, par = ours, forms + [f"{form}-compiled" for form in forms]
-    shapes = [(8, 64), (16, 64)] if tiny else (
-        [(64, 256), (1024, 256), (4096, 256), (64, 65536), (1024, 4096)] if suite == "cpu"
-        else [(64, 256), (1024, 256), (4096, 256), (64, 65536), (1024, 65536), (4096, 65536)])
-    items.append(dict(name="parallel_forms", kind="lif_noreset", impls=[seq, *par], shapes=shapes,
-                      modes=("fwdbwd",), about="reset-free LIF (learnable tau): sequential vs scan vs matmul, eager and "
-                      "under torch.compile(fullgraph=True)"))
-    backends = (("torch",) if suite == "cpu" else ("triton",)) if tiny else ("torch", "triton")
-    items.append(dict(name="codegen", kinds=("lif",) if tiny else ("lif", "alif", "izhikevich"), backends=backends,
-                      reps=1 if tiny else 3, about="codegen latency: cold / warm disk cache (fresh processes), memo"))
-    return items
-
-
 def run_item(ctx: Context, item: dict) -> None:
+    """Run one scenario of :func:`benchmarks.plan.plan` within ``ctx.scenario_deadline``."""
     name = item["name"]
     if name == "copy_bandwidth":
-        nbytes = 2 ** 22 if ctx.tiny else 2 ** 30
+        nbytes = 2 ** 22 if ctx.tiny else (2 ** 30 if ctx.device.type == "cuda" else 2 ** 26)
         result = timing.copy_bandwidth_gbps(ctx.device, nbytes, ctx.warmup, max(ctx.reps, 5))
         ctx.copy_gbps = result["gbps"]
         ctx.add(scenario=name, impl="torch copy_", mode="copy", bytes=result["bytes"], gbps=result["gbps"],
@@ -259,31 +300,48 @@ def run_item(ctx: Context, item: dict) -> None:
                 case=f"{nbytes >> 20} MiB")
         return
     if name == "codegen":
-        for kind in item["kinds"]:
-            for backend in item["backends"]:
-                if ctx.time_left() < 0:
-                    ctx.add(scenario=name, neuron=kind, impl=f"neurodsl-{backend}", note="skipped: time budget")
-                    continue
-                try:
-                    res = measure_codegen(kind, backend, item["reps"])
-                except Exception as err:  # noqa: BLE001
-                    ctx.add(scenario=name, neuron=kind, impl=f"neurodsl-{backend}", note=f"failed: {err}")
-                    continue
-                imp = statistics.median(res["import"])
-                for mode in ("cold", "warm", "memo"):
-                    vals = [v * 1e3 for v in res[mode]]
-                    ctx.add(scenario=name, neuron=kind, impl=f"neurodsl-{backend}", mode=mode, case=mode,
-                            min_ms=min(vals), median_ms=statistics.median(vals), reps=len(vals),
-                            note=f"fresh process; import neurodsl {imp:.2f} s (not included)" if mode != "memo"
-                            else "in-process compile_spec(...).module() hit")
-        return
+        return _codegen(ctx, item)
+    if name == "host_overhead":
+        from .overhead import host_overhead
+        return host_overhead(ctx, item)
     make = _Network(item["network"]) if item.get("network") else None
-    for dtype in item.get("dtypes", (torch.float32,)):
-        for shape in item["shapes"]:
-            impls = [i for i in item["impls"]
-                     if i != "torch-compile-loop" or shape[0] <= item.get("compile_max_T", 10 ** 9)]
-            several_n = len({math.prod(sh[1:]) for sh in item["shapes"]}) > 1
-            label = f"T={shape[0]}" + (f", N={math.prod(shape[1:])}" if several_n else "") + \
-                (f", {str(dtype)[6:]}" if len(item.get("dtypes", ())) > 1 else "")
-            bench_case(ctx, name, item["kind"], impls, shape, dtype, item["modes"], make, label,
-                       item.get("roofline", False))
+    cases = [(dtype, i, shape) for dtype in item.get("dtypes", (torch.float32,))
+             for i, shape in enumerate(item["shapes"])]
+    several_n = len({math.prod(sh[1:]) for sh in item["shapes"]}) > 1
+    for c, (dtype, i, shape) in enumerate(cases):
+        impls = [imp for imp in item["impls"]
+                 if (imp != "torch-compile-loop" or shape[0] <= item.get("compile_max_T", 10 ** 9))
+                 and (not imp.endswith("-compiled") or i < item.get("compiled_cases", 10 ** 9))]
+        label = f"T={shape[0]}" + (f", N={math.prod(shape[1:])}" if several_n else "") + \
+            (f", {str(dtype)[6:]}" if len(item.get("dtypes", ())) > 1 else "")
+        left = ctx.scenario_left()
+        if left <= 0:
+            for impl in impls:
+                ctx.add(scenario=name, neuron=item["kind"], case=label, T=shape[0], dtype=str(dtype)[6:],
+                        shape="x".join(map(str, shape)), n_neurons=math.prod(shape[1:]), impl=impl,
+                        note=f"skipped: scenario time budget spent ({len(cases) - c} of {len(cases)} sizes left)")
+            continue
+        bench_case(ctx, name, item["kind"], impls, shape, dtype, item["modes"], make, label,
+                   item.get("roofline", False), seconds=left / (len(cases) - c))
+
+
+def _codegen(ctx: Context, item: dict) -> None:
+    name = item["name"]
+    for kind in item["kinds"]:
+        for backend in item["backends"]:
+            if ctx.scenario_left() <= 0:
+                ctx.add(scenario=name, neuron=kind, impl=f"neurodsl-{backend}",
+                        note="skipped: scenario time budget spent")
+                continue
+            try:
+                res = measure_codegen(kind, backend, item["reps"])
+            except Exception as err:  # noqa: BLE001
+                ctx.add(scenario=name, neuron=kind, impl=f"neurodsl-{backend}", note=f"failed: {err}")
+                continue
+            imp = statistics.median(res["import"])
+            for mode in ("cold", "warm", "memo"):
+                vals = [v * 1e3 for v in res[mode]]
+                ctx.add(scenario=name, neuron=kind, impl=f"neurodsl-{backend}", mode=mode, case=mode,
+                        min_ms=min(vals), median_ms=statistics.median(vals), reps=len(vals),
+                        note=f"fresh process; import neurodsl {imp:.2f} s (not included)" if mode != "memo"
+                        else "in-process compile_spec(...).module() hit")
