@@ -87,13 +87,16 @@ class CheckResult:
     def ok(self) -> bool:
         return not self.failures and self.skipped is None
 
+    def max_error(self, kind: str) -> float:
+        """The largest absolute error over the tensors whose name starts with ``kind`` ('state:', 'grad:')."""
+        return max((v for k, v in self.errors.items() if k.startswith(kind)), default=0.0)
+
     def summary(self) -> str:
         """One line: what was compared, the largest errors and what failed."""
-        state = max((v for k, v in self.errors.items() if k.startswith("state:")), default=0.0)
-        grad = max((v for k, v in self.errors.items() if k.startswith("grad:")), default=0.0)
         text = (f"{self.neurons} neurons x {self.steps} steps, firing rate {self.rate:.3f}, "
                 f"{self.flips} near-threshold flips, {self.mismatches} spike mismatches, "
-                f"{len(self.compared)} tensors compared, max |state err| {state:.2e}, max |grad err| {grad:.2e}")
+                f"{len(self.compared)} tensors compared, max |state err| {self.max_error('state:'):.2e}, "
+                f"max |grad err| {self.max_error('grad:'):.2e}")
         if self.skipped:
             text += f"; compared nothing: {self.skipped}"
         return text + "".join(f"; {f}" for f in self.failures)
