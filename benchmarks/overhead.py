@@ -36,7 +36,7 @@ def host_overhead(ctx: Context, item: dict) -> None:
             ctx.add(**row, note="skipped: scenario time budget spent")
             continue
         x = make_input(kind, shape, ctx.device, torch.float32).requires_grad_(True)
-        g = torch.randn(shape, generator=torch.Generator().manual_seed(1)).to(ctx.device)
+        g = torch.randn(shape, generator=torch.Generator(device=ctx.device).manual_seed(1), device=ctx.device)
         try:
             result = _time(ctx, runners[impl], mode, x, g, timer, ctx.scenario_left() / (len(units) - done))
         except Exception as err:  # noqa: BLE001 - a call or capture that fails is a result

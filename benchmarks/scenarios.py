@@ -66,11 +66,16 @@ class Context:
             self.on_rows(row)
 
 
+def _generator(device, seed: int) -> torch.Generator:
+    """A seeded generator on ``device``: GB-sized inputs are drawn where they are used, not on the host."""
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 def make_input(kind, shape, device, dtype, seed=0):
     """The benchmark input: uniform in [0, 0.5) for paper 000 (its V_th is 0.3), [0, 1.5) otherwise."""
-    gen = torch.Generator().manual_seed(seed)
     scale = 0.5 if kind == "paper000" else 1.5
-    return (torch.rand(shape, generator=gen) * scale).to(device=device, dtype=dtype)
+    x = torch.rand(shape, generator=_generator(device, seed), device=device)
+    return (x * scale).to(dtype)
 
 
 def mode_fn(mode, runner, x, g):
@@ -190,8 +195,8 @@ def bench_case(ctx: Context, scenario: str, kind: str, impls, shape, dtype=torch
     base = dict(scenario=scenario, neuron=kind, dtype=str(dtype).replace("torch.", ""), T=T,
                 shape="x".join(map(str, shape)), n_neurons=n, case=label or f"T={T}")
     x = make_input(kind, shape, device, dtype).requires_grad_(True)
-    gen = torch.Generator().manual_seed(1)
-    g = torch.randn(make.out_shape(shape) if make else shape, generator=gen).to(device=device, dtype=dtype)
+    g = torch.randn(make.out_shape(shape) if make else shape, generator=_generator(device, 1), device=device)
+    g = g.to(dtype)
     built = _build(ctx, impls, kind, make, x, base, grad="infer" not in modes)
     ref = built[0][2] if built else None
     ready = [(impl, runner, _agreement(spikes, ref), note) for impl, runner, spikes, note in built]
@@ -269,22 +274,25 @@ def _rel_err(grad: torch.Tensor, grads: dict) -> float:
 
 
 class _Network:
-    """Linear(n, n) then the neuron, on [T, batch, n] (same weights for every impl)."""
+    """Linear(n, n) then the neuron, on [T, batch, n] (the same weights for every impl of a case)."""
 
     def __init__(self, n):
         self.n = n
+        self._weights = {}
 
     def out_shape(self, shape):
         return shape
 
     def wrap(self, runner, device, dtype):
-        gen = torch.Generator().manual_seed(2)
-        linear = torch.nn.Linear(self.n, self.n).to(dtype)
-        with torch.no_grad():
+        key = (str(device), dtype)
+        if key not in self._weights:
             bound = 1 / math.sqrt(self.n)
-            linear.weight.copy_(torch.rand(linear.weight.shape, generator=gen) * 2 * bound - bound)
-            linear.bias.fill_(0.5)
-        linear = linear.to(device)
+            weight = torch.rand((self.n, self.n), generator=_generator(device, 2), device=device) * 2 * bound - bound
+            self._weights = {key: (weight.to(dtype), torch.full((self.n,), 0.5, device=device, dtype=dtype))}
+        linear = torch.nn.Linear(self.n, self.n, device=device, dtype=dtype)
+        with torch.no_grad():
+            linear.weight.copy_(self._weights[key][0])
+            linear.bias.copy_(self._weights[key][1])
         return peers.Runner(lambda x: runner(linear(x)), runner.reset, runner.note, [linear], runner.retains_graph)
 
 
