@@ -27,7 +27,7 @@ from .codegen import measure_codegen
 
 #: Below this fraction of equal spikes an implementation does not compute the same neuron: not comparable.
 AGREEMENT_MIN = 0.999
-_COMPILE_RESERVE_S = {"cuda": 20.0, "cpu": 60.0}  # scenario time an implementation needing torch.compile needs
+_COMPILE_RESERVE_S = {"cuda": 10.0, "cpu": 60.0}  # scenario time an implementation needing torch.compile needs
 
 
 @dataclass
@@ -313,8 +313,8 @@ def run_item(ctx: Context, item: dict) -> None:
         from .overhead import host_overhead
         return host_overhead(ctx, item)
     make = _Network(item["network"]) if item.get("network") else None
-    cases = [(dtype, i, shape) for dtype in item.get("dtypes", (torch.float32,))
-             for i, shape in enumerate(item["shapes"])]
+    cases = [(dtype, i, shape) for i, shape in enumerate(item["shapes"])  # sizes in plan order, each dtype
+             for dtype in item.get("dtypes", (torch.float32,))]
     several_n = len({math.prod(sh[1:]) for sh in item["shapes"]}) > 1
     for c, (dtype, i, shape) in enumerate(cases):
         impls = [imp for imp in item["impls"]
