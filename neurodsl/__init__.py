@@ -11,7 +11,8 @@ from .containers import SeqToBatch, StepLoop, replace_lif_nodes
 from .errors import (BackendError, CacheError, CodegenError, DistributedError, InputError, NeuroDSLError, NIRError, SpecError,
                      UsageError)
 from .functional import detach_states, neurons, reset_states, set_step_mode
-from .mathfns import atan, clamp, erf, erfc, exp, log, maximum, minimum, relu, sigmoid, sqrt, tanh, where
+from .mathfns import (atan, clamp, cos, eq, erf, erfc, exp, log, maximum, minimum, ne, relu, sigmoid, sin, sqrt,
+                      tanh, where)
 from .neuron import Neuron
 from .reference import reference_run
 from .spec import NeuronSpec, Param, State
@@ -21,4 +22,4 @@ __version__ = "0.1.0"
 __all__ = ["containers", "SeqToBatch", "StepLoop", "replace_lif_nodes", "psn", "Neuron", "State", "Param", "NeuronSpec", "surrogate", "zoo", "reference_run", "reset_states",
            "detach_states", "set_step_mode", "neurons", "NeuroDSLError", "SpecError", "InputError",
            "BackendError", "CacheError", "CodegenError", "DistributedError", "NIRError", "UsageError", "exp", "log", "sqrt", "sigmoid", "tanh", "relu", "clamp", "minimum",
-           "maximum", "where", "erf", "erfc", "atan"]
+           "maximum", "where", "eq", "ne", "erf", "erfc", "atan", "sin", "cos"]

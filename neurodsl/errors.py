@@ -75,8 +75,10 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "ND105": ("an expression divides by a constant zero", "fix the denominator"),
     "ND106": ("an unsupported function or operation was applied to a symbol (e.g. math.exp, torch.exp, `if x > 0`)",
               "use neurodsl's functions: nd.exp, nd.log, nd.sqrt, nd.sigmoid, nd.tanh, nd.erf, nd.erfc, nd.atan, "
-              "abs, nd.minimum, nd.maximum, nd.relu, nd.clamp, nd.where"),
-    "ND107": ("an expression contains a non-finite constant (nan, inf)", "use finite constants"),
+              "nd.sin, nd.cos, abs, nd.minimum, nd.maximum, nd.relu, nd.clamp, nd.where (nd.eq, nd.ne)"),
+    "ND107": ("an expression contains a constant that is not a finite float64 number (nan, inf, nd.exp(1000.0), "
+              "10**400), or a method computes one with Python's math (math.log(-1.0))",
+              "use finite constants, and neurodsl's functions so constants are checked"),
     "ND108": ("a State default is neither a number nor the name of a parameter", "use a float or a Param's name"),
     "ND109": ("the class lacks `charge` or `fire`, or `charge` takes no input argument",
               "define charge(self, x, ...) and fire(self)"),
@@ -84,6 +86,32 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "ND111": ("a state, parameter or input name is not a plain identifier or starts with an underscore",
               "use names like `v`, `tau_a`"),
     "ND112": ("the spec declares no state", "declare at least one nd.State"),
+    "ND113": ("a condition is not one: nd.where got a Python bool or a number-valued expression, or a method "
+              "compares states/parameters/inputs with == or != (on symbols a structural test that folds to a "
+              "constant True/False)",
+              "use a comparison (self.v > 0), nd.eq(a, b) / nd.ne(a, b), or abs(a - b) < eps; combine with &, |, ~"),
+    "ND114": ("a method returns nothing: charge, fire or reset returns None (a missing `return`), or charge "
+              "returns an empty dict (its inputs would be ignored)",
+              "return dict(state=expr, ...) from charge, an expression from fire; reset may return {} to keep "
+              "every state"),
+    "ND115": ("an expression contains a constant that is not real (1 + 2j, nd.log(-1.0), nd.sqrt(-2.0))",
+              "equations are real-valued: fix the constant"),
+    "ND116": ("an expression is too large: deeper than spec_checks.MAX_DEPTH (64) nested operations or more "
+              "than MAX_NODES (2000) operations written out",
+              "split it with an extra state, or simplify it"),
+    "ND117": ("charge, fire or reset has the wrong form: a staticmethod/classmethod/non-function, keyword-only, "
+              "*args or **kwargs arguments, defaults, a generator/async function, fire with arguments, or reset "
+              "without exactly one spike argument",
+              "def charge(self, x, ...), def fire(self), def reset(self, s)"),
+    "ND118": ("a Param default is not a finite real number within float32 (a string, None, a list, a bool, "
+              "10**400, inf), or learnable is not a bool",
+              "nd.Param(2.0); pass per-neuron values to the constructor as tensors"),
+    "ND119": ("`variants` is not a dict of name -> non-empty tuple of hashable values, or a variant is named like "
+              "a state, a parameter or a constructor keyword (backend, surrogate, parallel, ...)",
+              "variants = dict(mode=('a', 'b')) with a name of its own"),
+    "ND120": ("a surrogate is invalid: alpha is not a positive finite number, or a Custom primitive/gradient is "
+              "not one supported expression of (u, alpha) that depends on u, or fails or is non-finite on tensors",
+              "write it with neurodsl's functions (nd.sigmoid, nd.exp, nd.where, abs, ...) of u and alpha"),
     # instantiation
     "ND121": ("a keyword argument names no parameter or option of the neuron", "check the spelling"),
     "ND122": ("`learnable` names something that is not a parameter", "list parameter names only"),
@@ -97,6 +125,12 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "ND133": ("replace_lif_nodes (or nd.zoo.LIF.from_spikingjelly) met a SpikingJelly surrogate that no neurodsl "
               "surrogate equals (e.g. SuperSpike, or spiking=False)",
               "pass surrogate=nd.surrogate.<...> (e.g. replace_lif_nodes(model, surrogate=nd.surrogate.ATan()))"),
+    "ND134": ("charge, fire or reset raised an unexpected exception when evaluated on symbols (e.g. a KeyError "
+              "in the method's own code)", "fix the method; the message names the exception"),
+    "ND135": ("a method works on symbols but fails on tensors (e.g. sympy.exp instead of nd.exp), or gives other "
+              "values on tensors than the equation captured on symbols (something folded: == on a value, an `if` "
+              "on a parameter); checked on float64 tensors at two points when the class is defined",
+              "use neurodsl's functions, nd.where with a comparison, nd.eq / nd.ne"),
     # code generation
     "ND201": ("a constant subexpression is not a real number", "check the equations for complex results"),
     "ND202": ("generated code would contain a non-finite constant", "check for divisions by zero"),

@@ -2,6 +2,9 @@
 
 Each works on sympy expressions (when the class is captured) and on torch tensors
 (when the reference loop runs the same methods), so one definition serves both.
+While a class is captured (:func:`capturing`), numbers stay symbolic too, so
+``nd.log(-1.0)`` becomes a constant that validation rejects with a typed error
+instead of a ``math`` error, and :func:`where` checks that its condition is one.
 
 >>> import sympy as sp, torch
 >>> v = sp.Symbol("v", real=True)
@@ -9,22 +12,47 @@ Each works on sympy expressions (when the class is captured) and on torch tensor
 Max(0.0, v)
 >>> relu(torch.tensor([-1.0, 2.0]))
 tensor([0., 2.])
+>>> where(eq(v, 0), 1.0, v)
+Piecewise((1.0, Eq(v, 0)), (v, True))
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+import numbers
 
 import sympy as sp
 import torch
 
-from kernels_gen.printers import sigmoid as _sym_sigmoid
+from kernels_gen.functions import sigmoid as _sym_sigmoid
 
-__all__ = ["exp", "log", "sqrt", "sigmoid", "tanh", "relu", "clamp", "minimum", "maximum", "where", "erf",
-           "erfc", "atan", "SUPPORTED_FUNCTIONS"]
+__all__ = ["exp", "log", "sqrt", "sigmoid", "tanh", "relu", "clamp", "minimum", "maximum", "where", "eq", "ne",
+           "erf", "erfc", "atan", "sin", "cos", "SUPPORTED_FUNCTIONS", "CaptureProblem", "capturing"]
 
 #: sympy function classes a spec may contain (printable on every backend).
 SUPPORTED_FUNCTIONS = frozenset({"exp", "log", "sigmoid", "tanh", "Abs", "Max", "Min", "Piecewise", "erf", "erfc",
-                                 "atan", "sign", "Heaviside"})
+                                 "atan", "sin", "cos", "sign", "Heaviside"})
+
+_CAPTURING = contextvars.ContextVar("neurodsl_capturing", default=False)
+
+
+class CaptureProblem(Exception):
+    """A misuse found while a method runs on symbols; capture reports it as a ``SpecError`` problem."""
+
+    def __init__(self, code: str, symbol: str, message: str, *exprs):
+        super().__init__(message)
+        self.code, self.symbol, self.message, self.exprs = code, symbol, message, exprs  # {0}: exprs[0], as written
+
+
+@contextlib.contextmanager
+def capturing():
+    """While active, numbers given to these functions stay symbolic and :func:`where` checks its condition."""
+    token = _CAPTURING.set(True)
+    try:
+        yield
+    finally:
+        _CAPTURING.reset(token)
 
 
 def _is_tensor(*args) -> bool:
@@ -35,26 +63,41 @@ def _is_symbolic(*args) -> bool:
     return any(isinstance(a, sp.Basic) for a in args)
 
 
-def _unary(sym_fn, torch_fn, float_fn):
+def _number(x, fn: str):
+    """A plain number as a sympy number (inside capture); anything else is no argument for ``fn``."""
+    if isinstance(x, bool) or not isinstance(x, numbers.Number):
+        raise CaptureProblem("ND106", fn, f"nd.{fn} got {type(x).__name__} {x!r}; pass a number or an expression "
+                                          "of states, parameters and inputs")
+    return sp.sympify(x)
+
+
+def _unary(name, sym_fn, torch_fn, float_fn):
     def fn(x):
         if _is_tensor(x):
             return torch_fn(x)
+        if _CAPTURING.get() and not _is_symbolic(x):
+            x = _number(x, name)
         if _is_symbolic(x):
-            return sym_fn(x)
+            # Numbers fold; expressions stay unevaluated: sympy's automatic rewriting of nested functions
+            # queries assumptions whose cost grows exponentially with nesting depth.
+            return sym_fn(x) if x.is_number else sym_fn(x, evaluate=False)
         return float_fn(x)
-    fn.__name__ = torch_fn.__name__
-    fn.__doc__ = f"{fn.__name__}(x) on sympy expressions, tensors and floats."
+    fn.__name__ = name
+    fn.__qualname__ = name
+    fn.__doc__ = f"{name}(x) on sympy expressions, tensors and floats."
     return fn
 
 
-exp = _unary(sp.exp, torch.exp, math.exp)
-log = _unary(sp.log, torch.log, math.log)
-sqrt = _unary(sp.sqrt, torch.sqrt, math.sqrt)
-sigmoid = _unary(_sym_sigmoid, torch.sigmoid, lambda x: 1.0 / (1.0 + math.exp(-x)))
-tanh = _unary(sp.tanh, torch.tanh, math.tanh)
-erf = _unary(sp.erf, torch.erf, math.erf)
-erfc = _unary(sp.erfc, torch.erfc, math.erfc)
-atan = _unary(sp.atan, torch.atan, math.atan)
+exp = _unary("exp", sp.exp, torch.exp, math.exp)
+log = _unary("log", sp.log, torch.log, math.log)
+sqrt = _unary("sqrt", sp.sqrt, torch.sqrt, math.sqrt)
+sigmoid = _unary("sigmoid", _sym_sigmoid, torch.sigmoid, lambda x: 1.0 / (1.0 + math.exp(-x)))
+tanh = _unary("tanh", sp.tanh, torch.tanh, math.tanh)
+erf = _unary("erf", sp.erf, torch.erf, math.erf)
+erfc = _unary("erfc", sp.erfc, torch.erfc, math.erfc)
+atan = _unary("atan", sp.atan, torch.atan, math.atan)
+sin = _unary("sin", sp.sin, torch.sin, math.sin)
+cos = _unary("cos", sp.cos, torch.cos, math.cos)
 
 
 def relu(x):
@@ -69,22 +112,29 @@ def _tensors(a, b):
                  for v in (a, b))
 
 
-def minimum(a, b):
-    """Elementwise minimum; at a tie the gradient splits equally (Heaviside(0) = 1/2, as derived)."""
-    if _is_tensor(a, b):
-        return torch.minimum(*_tensors(a, b))
-    if _is_symbolic(a, b):
-        return sp.Min(a, b)
-    return min(a, b)
+def _binary(name, sym_fn, torch_fn, float_fn):
+    def fn(a, b):
+        if _is_tensor(a, b):
+            return torch_fn(*_tensors(a, b))
+        if _CAPTURING.get() and not _is_symbolic(a, b):
+            a, b = _number(a, name), _number(b, name)
+        if _is_symbolic(a, b):
+            return sym_fn(a, b)
+        return float_fn(a, b)
+    fn.__name__ = name
+    fn.__qualname__ = name
+    return fn
 
 
-def maximum(a, b):
-    """Elementwise maximum; at a tie the gradient splits equally (Heaviside(0) = 1/2, as derived)."""
-    if _is_tensor(a, b):
-        return torch.maximum(*_tensors(a, b))
-    if _is_symbolic(a, b):
-        return sp.Max(a, b)
-    return max(a, b)
+minimum = _binary("minimum", sp.Min, torch.minimum, min)
+minimum.__doc__ = "Elementwise minimum; at a tie the gradient splits equally (Heaviside(0) = 1/2, as derived)."
+maximum = _binary("maximum", sp.Max, torch.maximum, max)
+maximum.__doc__ = "Elementwise maximum; at a tie the gradient splits equally (Heaviside(0) = 1/2, as derived)."
+eq = _binary("eq", sp.Eq, torch.eq, lambda a, b: a == b)
+eq.__doc__ = ("The condition ``a == b`` for :func:`where` (Python's ``==`` on symbols compares formulas, "
+              "not values, so it cannot be used there).")
+ne = _binary("ne", sp.Ne, torch.ne, lambda a, b: a != b)
+ne.__doc__ = "The condition ``a != b`` for :func:`where` (see :func:`eq`)."
 
 
 def clamp(x, lo, hi):
@@ -92,10 +142,32 @@ def clamp(x, lo, hi):
     return minimum(maximum(x, lo), hi)
 
 
+_CONDITION_HINT = ("write a comparison such as self.v > 0, nd.eq(a, b) / nd.ne(a, b) for equality (Python's ==, != "
+                   "on symbols compare formulas and give a constant True/False), or abs(a - b) < eps; combine "
+                   "conditions with &, |, ~")
+
+
+def _check_condition(cond):
+    """Inside capture: ``cond`` must be a sympy condition, not a Python bool or a number-valued expression."""
+    if isinstance(cond, (bool, sp.logic.boolalg.Boolean)) and not isinstance(cond, sp.Symbol):
+        if isinstance(cond, bool):
+            raise CaptureProblem("ND113", "where", f"nd.where got the Python value {cond} as its condition; "
+                                                   + _CONDITION_HINT)
+        return
+    if isinstance(cond, sp.Basic):
+        raise CaptureProblem("ND113", "where", "nd.where's condition {0} is not a condition; " + _CONDITION_HINT, cond)
+    raise CaptureProblem("ND113", "where", f"nd.where's condition {type(cond).__name__} {cond!r} is not a condition; "
+                                           + _CONDITION_HINT)
+
+
 def where(cond, a, b):
-    """``a`` where ``cond`` holds, else ``b`` (cond: a comparison such as ``self.v > 0``)."""
+    """``a`` where ``cond`` holds, else ``b`` (cond: a comparison such as ``self.v > 0``, or :func:`eq`)."""
     if _is_tensor(cond, a, b):
         return torch.where(cond, a, b)
+    if _CAPTURING.get():
+        _check_condition(cond)
+        a = a if _is_symbolic(a) else _number(a, "where")
+        b = b if _is_symbolic(b) else _number(b, "where")
     if _is_symbolic(cond, a, b):
         return sp.Piecewise((a, cond), (b, True))
     return a if cond else b

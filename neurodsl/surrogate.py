@@ -12,13 +12,17 @@ give only its gradient. ``alpha`` is a runtime value and may be learnable.
 """
 from __future__ import annotations
 
+import inspect
 import math
+import numbers
 from typing import Callable
 
 import sympy as sp
+import torch
 
 from . import mathfns as m
 from .errors import Problem, SpecError
+from .spec_checks import call_on_symbols, check_expression
 
 __all__ = ["Surrogate", "Sigmoid", "ATan", "PiecewiseQuadratic", "PiecewiseExp", "SoftSign", "SuperSpike", "Erf",
            "Rect", "Custom", "ALL"]
@@ -30,7 +34,11 @@ class Surrogate:
     default_alpha = 1.0
 
     def __init__(self, alpha: float | None = None, learnable: bool = False):
-        self.alpha = float(self.default_alpha if alpha is None else alpha)
+        alpha = self.default_alpha if alpha is None else alpha
+        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < float(alpha) < math.inf:
+            raise SpecError([Problem("ND120", type(self).__name__, "", "alpha", f"alpha={alpha!r}: alpha must be a "
+                                     "positive finite number, e.g. alpha=2.0")])
+        self.alpha = float(alpha)
         self.learnable = learnable
         if learnable and not self.has_primitive:
             raise SpecError([Problem("ND131", type(self).__name__, "", "alpha",
@@ -146,6 +154,7 @@ class Custom(Surrogate):
         self._primitive, self._gradient, self.name = primitive, gradient, name
         self.has_primitive = primitive is not None
         super().__init__(alpha, learnable)
+        _validate_custom(self, primitive or gradient, "primitive" if self.has_primitive else "gradient")
 
     def primitive(self, u, alpha):
         return self._primitive(u, alpha)
@@ -158,6 +167,57 @@ class Custom(Surrogate):
 
     def __repr__(self):
         return super().__repr__().replace("Custom(", f"{self.name}(", 1)
+
+
+def _validate_custom(sg: Custom, fn, role: str) -> None:
+    """Check a custom form like a spec's equations, on symbols and on tensors; raise ND120 with every problem.
+
+    On symbols it must be one supported expression of u and alpha that depends on u (and so must its
+    derivatives, which the kernels use); on a tensor of u values it must give finite values of the same
+    shape (the reference loop, ``nd.reference_run``, runs it on tensors).
+    """
+    problems: list[Problem] = []
+
+    def add(code, symbol, message):
+        problems.append(Problem("ND120", sg.name, role, symbol, message))
+
+    u, a = sp.Symbol("u", real=True), sp.Symbol("alpha", real=True)
+    try:
+        inspect.signature(fn).bind(u, a)
+    except (TypeError, ValueError):
+        add("ND120", "", f"{role}= must be a function of two arguments (u, alpha), got {fn!r}"[:200])
+        raise SpecError(problems) from None
+    expr = call_on_symbols(add, role, fn, u, a)
+    expr = None if expr is None else check_expression(add, role, expr)
+    if expr is not None:
+        extra = sorted(s.name for s in expr.free_symbols - {u, a})
+        if extra:
+            add("ND120", extra[0], f"{role} uses {', '.join(extra)}; it may use only its arguments u and alpha")
+        elif not expr.has(u):
+            add("ND120", "u", f"{role} does not depend on u ({expr}), so no gradient would flow")
+        derived = [("d/du", sp.diff(expr, u))] if sg.has_primitive else []
+        derived += [("d/dalpha", sp.diff(expr, a))] if sg.has_primitive and sg.learnable else []
+        for what, d in derived if not problems else []:
+            check_expression(add, f"{role} {what}", d)
+    if not problems:
+        _check_on_tensors(add, role, fn, sg.alpha)
+    if problems:
+        raise SpecError(problems)
+
+
+def _check_on_tensors(add, role, fn, alpha) -> None:
+    u = torch.linspace(-3.0, 3.0, 13, dtype=torch.float64)
+    try:
+        out = fn(u, torch.tensor(alpha, dtype=torch.float64))
+    except Exception as err:  # noqa: BLE001 - any failure is reported as the typed error
+        add("ND120", "", f"{role} works on symbols but fails on tensors ({type(err).__name__}: {err}); write it with "
+                         "neurodsl's functions (nd.exp, nd.where, ...), which work on both")
+        return
+    if not isinstance(out, torch.Tensor) or out.shape != u.shape:
+        add("ND120", "", f"{role} on a tensor of u values must give a tensor of the same shape, got "
+                         f"{type(out).__name__}{tuple(getattr(out, 'shape', ()))}; use only u and alpha in it")
+    elif not torch.isfinite(out).all():
+        add("ND120", "", f"{role} gives non-finite values for some u in [-3, 3]; a surrogate must be finite everywhere")
 
 
 #: Every built-in surrogate class.

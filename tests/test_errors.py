@@ -191,6 +191,103 @@ SPEC_CASES = {
             def charge(self, x): return dict()
             def fire(self): return self.tau - 1.0
     """),
+    "ND113-equality-condition": ("ND113", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            def charge(self, x): return dict(v=nd.where(self.v == 0, x, self.v + x))
+            def fire(self): return self.v - 1.0
+    """),
+    "ND113-number-condition": ("ND113", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            def charge(self, x): return dict(v=nd.where(self.v, x, self.v + x))
+            def fire(self): return self.v - 1.0
+    """),
+    "ND114-charge-none": ("ND114", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            def charge(self, x): dict(v=self.v + x)
+            def fire(self): return self.v - 1.0
+    """),
+    "ND114-charge-empty": ("ND114", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            def charge(self, x): return {}
+            def fire(self): return self.v - 1.0
+    """),
+    "ND115": ("ND115", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            def charge(self, x): return dict(v=self.v + x * nd.log(-1.0))
+            def fire(self): return self.v - 1.0
+    """),
+    "ND107-overflow": ("ND107", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            def charge(self, x): return dict(v=self.v + x * nd.exp(1000.0))
+            def fire(self): return self.v - 1.0
+    """),
+    "ND116": ("ND116", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            def charge(self, x):
+                e = self.v
+                for _ in range(100):
+                    e = nd.tanh(e)
+                return dict(v=e + x)
+            def fire(self): return self.v - 1.0
+    """),
+    "ND117-staticmethod": ("ND117", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            @staticmethod
+            def charge(self, x): return dict(v=self.v + x)
+            def fire(self): return self.v - 1.0
+    """),
+    "ND117-reset-without-spike": ("ND117", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            def charge(self, x): return dict(v=self.v + x)
+            def fire(self): return self.v - 1.0
+            def reset(self): return dict(v=self.v * 0)
+    """),
+    "ND118": ("ND118", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            tau = nd.Param("2.0")
+            def charge(self, x): return dict(v=self.v + x / self.tau)
+            def fire(self): return self.v - 1.0
+    """),
+    "ND119": ("ND119", """
+        class Bad(nd.Neuron):
+            variants = dict(backend=("fast", "slow"))
+            v = nd.State(0.0)
+            def charge(self, x): return dict(v=self.v + x)
+            def fire(self): return self.v - 1.0
+    """),
+    "ND134": ("ND134", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            def charge(self, x): return dict(v=self.v + {"gain": 2.0}["gian"] * x)
+            def fire(self): return self.v - 1.0
+    """),
+    "ND135-fails-on-tensors": ("ND135", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            tau = nd.Param(2.0)
+            def charge(self, x): return dict(v=self.v * sp.exp(-1 / self.tau) + x)
+            def fire(self): return self.v - 1.0
+    """),
+    "ND135-folds-on-symbols": ("ND135", """
+        class Bad(nd.Neuron):
+            v = nd.State(0.0)
+            v_th = nd.Param(1.0)
+            def charge(self, x):
+                if self.v_th == 1.0:          # False on symbols, True on tensors
+                    return dict(v=self.v + 2 * x)
+                return dict(v=self.v + x)
+            def fire(self): return self.v - self.v_th
+    """),
 }
 
 
@@ -246,6 +343,13 @@ def test_nd109_abstract_instantiation():
         v = nd.State(0.0)
 
     expect(nd.SpecError, "ND109", lambda: Base())
+
+
+@covers("ND120")
+def test_nd120_invalid_surrogate():
+    expect(nd.SpecError, "ND120", lambda: nd.surrogate.Custom(primitive=lambda u, a: sp.floor(a * u)))
+    expect(nd.SpecError, "ND120", lambda: nd.surrogate.Custom(gradient=lambda u, a: math.exp(-a * u * u)))
+    expect(nd.SpecError, "ND120", lambda: nd.surrogate.ATan(alpha=float("nan")))
 
 
 @covers('ND121', 'ND122', 'ND123', 'ND124', 'ND131', 'ND132')

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from ..spec import NeuronSpec
+from ..spec import NeuronSpec, user_text
 
 
 @dataclass(frozen=True)
@@ -47,12 +47,12 @@ def classify(spec: NeuronSpec) -> LinearityVerdict:
     input_syms = set(inputs.values())
     rows, input_dependent = [], False
     for (target, expr), state in zip(spec.charge, spec.states):
+        if not _Affine(state_syms).affine(expr):
+            return LinearityVerdict("nonlinear", state=state, term=_offending_term(expr, state_syms),
+                                    has_reset=spec.has_reset)
         row = []
         for s in spec.states:
-            coeff = sp.diff(expr, prev[s])
-            if coeff.free_symbols & state_syms:
-                return LinearityVerdict("nonlinear", state=state, term=_offending_term(expr, state_syms),
-                                        has_reset=spec.has_reset)
+            coeff = sp.diff(expr, prev[s])  # cheap: expr is affine in the states
             input_dependent |= bool(coeff.free_symbols & input_syms)
             row.append(coeff)
         rows.append(tuple(row))
@@ -60,24 +60,54 @@ def classify(spec: NeuronSpec) -> LinearityVerdict:
     return LinearityVerdict(kind, matrix=tuple(rows), has_reset=spec.has_reset)
 
 
+class _Affine:
+    """Structural test "affine in ``syms``", linear in the expression's size (no differentiation).
+
+    A sum is affine when every term is; a product when at most one factor depends on ``syms`` and that
+    factor is affine; a where (Piecewise) when no condition depends on ``syms`` and every value is affine;
+    any other node that depends on ``syms`` (a function, a power, min/max) is not.
+    """
+
+    def __init__(self, syms: set):
+        self.syms, self._dep, self._aff = syms, {}, {}
+
+    def depends(self, e) -> bool:
+        key = id(e)
+        if key not in self._dep:
+            self._dep[key] = e in self.syms if not e.args else any(self.depends(a) for a in e.args)
+        return self._dep[key]
+
+    def affine(self, e) -> bool:
+        key = id(e)
+        if key not in self._aff:
+            self._aff[key] = self._affine(e)
+        return self._aff[key]
+
+    def _affine(self, e) -> bool:
+        if not self.depends(e) or e in self.syms:
+            return True
+        if isinstance(e, sp.Add):
+            return all(self.affine(a) for a in e.args)
+        if isinstance(e, sp.Mul):
+            dependent = [a for a in e.args if self.depends(a)]
+            return len(dependent) == 1 and self.affine(dependent[0])
+        if isinstance(e, sp.Piecewise):
+            return all(not self.depends(c) and self.affine(v) for v, c in e.args)
+        return False
+
+
 def _offending_term(expr: sp.Expr, state_syms: set) -> str:
     """The smallest additive term of ``expr``, as written, that is nonlinear in the states."""
-    def nonlinear(e):
-        return any(sp.diff(e, s).free_symbols & state_syms for s in state_syms)
+    test = _Affine(state_syms)
 
     def find(e):
         for term in sp.Add.make_args(e):
-            if nonlinear(term):
-                inner = [f for f in sp.Mul.make_args(term) if f.is_Add and nonlinear(f)]
+            if not test.affine(term):
+                inner = [f for f in sp.Mul.make_args(term) if f.is_Add and not test.affine(f)]
                 return find(inner[0]) if inner else term
         return e
 
-    return str(_display(find(expr)))
-
-
-def _display(expr: sp.Expr) -> sp.Expr:
-    """Replace plan names (v_v, p_tau, x_x) by user names for messages."""
-    return expr.xreplace({s: sp.Symbol(s.name.split("_", 1)[1]) for s in expr.free_symbols if "_" in s.name})
+    return user_text(find(expr))
 
 
 @dataclass(frozen=True)
@@ -111,9 +141,8 @@ def classify_as_written(spec: NeuronSpec) -> ResetVerdict:
     _, charged, _, _ = spec.symbols()
     h_syms = set(charged.values())
     for state, (_, expr) in zip(spec.states, spec.reset):
-        for h in h_syms:
-            if sp.diff(expr, h).free_symbols & h_syms:
-                return ResetVerdict(False, f"reset of {state} is nonlinear in the charged states: "
-                                           f"{_offending_term(expr, h_syms)}", driven)
+        if not _Affine(h_syms).affine(expr):
+            return ResetVerdict(False, f"reset of {state} is nonlinear in the charged states: "
+                                       f"{_offending_term(expr, h_syms)}", driven)
     return ResetVerdict(True, "given the spike train every update is affine in the states "
                               "(reset as a gated linear update)", driven)
