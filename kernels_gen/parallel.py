@@ -26,7 +26,7 @@ import hashlib
 import torch
 
 from . import cache
-from .backends.base import version_key
+from .versions import version_key
 from .plan import ParallelPlan
 from .registry import Registry
 

@@ -30,13 +30,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from kernels_gen.ops import check_backend, compute_dtype
+from kernels_gen.ops import compute_dtype
 from kernels_gen.parallel import ParallelSpike, scan
 
+from . import layer_io
 from .analysis import classify_as_written
 from .compiler import compile_parallel
 from .errors import DistributedError, InputError
-from .neuron import Neuron, _check_inputs
+from .neuron import Neuron
 
 __all__ = ["TimeSplit", "split_time", "chunk_transition", "sum_gradients"]
 
@@ -148,23 +149,19 @@ class TimeSplit(nn.Module):
             raise DistributedError("ND602", f"TimeSplit({name}): no torch.distributed process group here; call "
                                             "torch.distributed.init_process_group first (on every rank)")
         rank, world = dist.get_rank(self.group), dist.get_world_size(self.group)
-        xs = _check_inputs(layer, inputs)
-        if xs[0].dim() < 1:
+        if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].dim() < 1:
             raise InputError("ND401", f"TimeSplit({name}): expected a chunk [T_local, *shape], got a scalar")
-        T, shape, device = xs[0].shape[0], tuple(xs[0].shape[1:]), xs[0].device
-        n = math.prod(shape)
-        backend = layer.resolve_backend(device)
-        check_backend(backend, device)
-        params = [layer.flat_param(p, shape, device) for p in layer.spec.params]
-        cdt = compute_dtype(xs[0].dtype)
-        solver = compile_parallel(layer.spec, layer.kernel_options(tuple(v for _, v in params), xs[0].dtype))
+        call = layer_io.prepare(layer, inputs, state, allow_empty=True)  # T < world leaves some chunks empty
+        T, shape, n = call.T, call.shape, call.n
+        cdt = compute_dtype(call.dtype)
+        kernels = layer.route(call).kernels
+        solver = compile_parallel(layer.spec, kernels.options)
         mod = solver.module()
         k = mod.K
-        cparams = [t.to(cdt) for t in [p for p, _ in params] + [layer.surrogate_alpha.reshape(1)]]
-        cx = [x.reshape(T, n).to(cdt) for x in xs]
+        cparams = [t.to(cdt) for t in call.params]
+        cx = [x[:T].to(cdt) for x in call.inputs]
         # the initial state counts on rank 0 only; every rank computes it, so that a bad one fails on all alike
-        init = torch.stack([layer.initial_state(s, d, shape, n, state, xs[0]).to(cdt)
-                            for s, d in zip(layer.spec.states, layer.spec.state_defaults)], dim=-1)
+        init = torch.stack([v.to(cdt) for v in call.init], dim=-1)
         v0 = init if rank == 0 else torch.zeros_like(init)
         # 1. this chunk as one affine map V_end = M V_start + u
         A, b = cx[0].new_zeros(0, n, k, k), cx[0].new_zeros(0, n, k)
@@ -175,7 +172,7 @@ class TimeSplit(nn.Module):
         carry, final = _exchange(M, u, v0, rank, world, self.group)
         # 3. scan this chunk from its carry, then fire
         if T:
-            V = scan(A, b, carry, backend)
+            V = scan(A, b, carry, kernels.backend)
             seqs = [V[..., i] for i in range(k)]
             spikes = ParallelSpike.apply(mod.fire(*seqs, *cparams), cparams[-1], mod.spike, cparams)
         else:
@@ -184,9 +181,10 @@ class TimeSplit(nn.Module):
             seqs = [spikes] * k
         if layer.store_state_seqs:
             layer.state_seqs = {s: v.reshape(T, *shape) for s, v in zip(layer.spec.states, seqs)}
-        layer._carried = {s: final[:, i].detach().reshape(shape) for i, s in enumerate(layer.spec.states)}
+        for i, s in enumerate(layer.spec.states):
+            layer.set_state(s, final[:, i].detach().reshape(shape))
         layer.last_form = {"form": "time-split", "rank": rank, "world": world}
-        return spikes.to(xs[0].dtype).reshape(T, *shape)
+        return spikes.to(call.dtype).reshape(T, *shape)
 
     def extra_repr(self) -> str:
         return "group=WORLD" if self.group is None else f"group={self.group!r}"

@@ -19,24 +19,31 @@ from __future__ import annotations
 
 import copy
 import itertools
-import math
+import numbers
 import warnings
 
 import torch
 from torch import nn
 
-from kernels_gen.ops import compute_dtype, neuron_op, register, registered
-from kernels_gen.parallel import register as register_solver, registered as registered_solver
-
+from . import dispatch, layer_io
 from . import surrogate as sg
 from .analysis import KernelOptions, analyse, classify_as_written
 from .analysis.derive import ALPHA
-from .compiler import compile_parallel, compile_spec
+from .compiler import compile_spec
 from .errors import InputError, Problem, SpecError
 from .spec import Param, State, capture
 
-_RESERVED = {"spec", "variants", "surrogate", "surrogate_alpha", "detach_reset", "step_mode", "backend",
-             "store_state_seqs", "smooth", "charge", "fire", "reset", "analysis", "state_seqs"}
+#: Attributes every instance sets (tests/test_shapes_modes.py checks the list against a real instance); with
+#: the class's and nn.Module's attributes they are the names a state or parameter may not take.
+INSTANCE_ATTRIBUTES = frozenset({
+    "spec", "verdict", "parallel", "max_iterations", "last_form", "last_route", "detach_reset", "step_mode",
+    "backend", "store_state_seqs", "smooth", "surrogate", "surrogate_alpha", "state_seqs", "_carried", "_routes",
+    "_surrogate"})
+
+
+def reserved_names() -> frozenset[str]:
+    """Names a state or parameter may not take: what a Neuron instance, the class or nn.Module already use."""
+    return INSTANCE_ATTRIBUTES | set(dir(nn.Module)) | set(vars(Neuron))
 
 
 def _constant_under_compile(fn):
@@ -104,8 +111,8 @@ class Neuron(nn.Module):
         if "reset" in vars(cls):
             cls.reset = Neuron.reset  # the module keeps SpikingJelly's reset(); the equation lives in _equations
         cls._equations = equations
-        clashes = [n for n in list(states) + list(params) if n in _RESERVED or hasattr(nn.Module, n)
-                   or n in vars(Neuron)]
+        reserved = reserved_names()
+        clashes = [n for n in list(states) + list(params) if n in reserved]
         if clashes:
             raise SpecError([Problem("ND103", cls.__name__, "", n, f"name '{n}' clashes with a Neuron/nn.Module "
                                      "attribute") for n in clashes])
@@ -166,32 +173,32 @@ class Neuron(nn.Module):
             raise SpecError([Problem("ND121", cls.__name__, "__init__", k, f"unknown argument '{k}'")
                              for k in unknown])
         self.spec = cls.variant_spec(**{k: v for k, v in kwargs.items() if k in cls.variants})
-        if step_mode not in ("m", "s") or backend not in ("auto", "torch", "triton"):
+        if step_mode not in ("m", "s") or (backend != "auto" and backend not in dispatch.backend_names()):
             raise SpecError([Problem("ND124", cls.__name__, "__init__", "", f"step_mode={step_mode!r}, "
-                                     f"backend={backend!r}")])
+                                     f"backend={backend!r}: step_mode is 'm' or 's'; backend is 'auto' or one of "
+                                     f"{', '.join(dispatch.backend_names())}")])
+        if max_iterations is not None and (isinstance(max_iterations, bool) or not isinstance(max_iterations, int)
+                                           or max_iterations < 1):
+            raise SpecError([Problem("ND124", cls.__name__, "__init__", "max_iterations",
+                                     f"max_iterations={max_iterations!r}: a positive int (or None: T + 1)")])
         _check_parallel(cls.__name__, self.spec, parallel, smooth)
-        self._verdict = classify_as_written(self.spec)
-        self.parallel, self.max_iterations, self.last_form = parallel, max_iterations, {}
+        self.verdict = classify_as_written(self.spec)
+        self.parallel, self.max_iterations, self.last_form, self.last_route = parallel, max_iterations, {}, None
         self.detach_reset, self.step_mode = detach_reset, step_mode
         self.backend, self.store_state_seqs, self.smooth = backend, store_state_seqs, smooth
-        names = set(self.spec.params)
-        if learnable is not None:
-            bad = [n for n in learnable if n not in names]
-            if bad:
-                raise SpecError([Problem("ND122", cls.__name__, "__init__", n, f"'{n}' is not a parameter")
-                                 for n in bad])
+        listed = _learnable_names(cls.__name__, self.spec.params, learnable)
         for name in self.spec.params:
             value = kwargs.get(name, cls._params_decl[name].default)
-            tensor = _param_tensor(cls.__name__, name, value)
-            learn = name in learnable if learnable is not None else cls._params_decl[name].learnable
+            learn = name in listed if learnable is not None else cls._params_decl[name].learnable
+            tensor = _param_tensor(cls.__name__, name, value, learn)
             if learn:
                 self.register_parameter(name, nn.Parameter(tensor))
             else:
                 self.register_buffer(name, tensor)
         self.surrogate = sg.ATan() if surrogate is None else surrogate
         self._carried: dict[str, torch.Tensor] = {}
+        self._routes: dict[tuple, dispatch.Route] = {}
         self.state_seqs: dict[str, torch.Tensor] = {}
-        self._last_options: KernelOptions | None = None
 
     @property
     def surrogate(self) -> sg.Surrogate:
@@ -221,6 +228,7 @@ class Neuron(nn.Module):
         state = dict(self.__dict__)
         for key in ("_carried", "state_seqs"):
             state[key] = {k: v.detach() for k, v in state.get(key, {}).items()}
+        state["_routes"], state["last_route"] = {}, None  # kernel keys are registered per process
         return state
 
     def __reduce_ex__(self, protocol):
@@ -236,9 +244,26 @@ class Neuron(nn.Module):
             return self._buffers[name]
         raise AttributeError(name)
 
+    def __setattr__(self, name, value):
+        if name in type(self)._states_decl:
+            self.set_state(name, value)  # ``layer.v = tensor`` (SpikingJelly's habit) sets the carried state
+        else:
+            super().__setattr__(name, value)
+
     def state_value(self, name):
         """The carried state tensor (None after a reset)."""
         return self.__dict__.get("_carried", {}).get(name)
+
+    def set_state(self, name: str, value) -> None:
+        """Set the carried state ``name`` (what ``layer.<state> = value`` does): a number (every neuron) or a
+        floating tensor of the per-step shape; the next call starts from it (a shape mismatch raises ND408 there).
+        """
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            value = torch.tensor(float(value), dtype=torch.float32, device=self.surrogate_alpha.device)
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            raise InputError("ND410", f"{type(self).__name__}.{name} = ...: a number or a floating tensor, got "
+                                      f"{getattr(value, 'dtype', type(value).__name__)}; or call reset_state()")
+        self._carried[name] = value
 
     def extra_repr(self) -> str:
         params = ", ".join(f"{n}={_short(self.param_value(n))}" for n in self.spec.params)
@@ -271,184 +296,88 @@ class Neuron(nn.Module):
         return KernelOptions(self.surrogate, self.detach_reset, tuple(vector_params), learnable,
                              "float64" if dtype == torch.float64 else "float32", self.smooth)
 
+    @property
+    def _last_options(self) -> KernelOptions | None:
+        """The kernel options of the last call (None before the first)."""
+        return None if self.last_route is None else self.last_route.kernels.options
+
     def resolve_backend(self, device: torch.device) -> str:
-        if self.backend != "auto":
-            return self.backend
-        return "triton" if device.type == "cuda" else "torch"
+        """The backend a call with tensors on ``device`` runs (``backend='auto'``: decided per device)."""
+        return dispatch.resolve_backend(self.backend, torch.device(device))
+
+    def choose_form(self, T: int, n: int = 1, uniform: bool = True) -> str:
+        """'sequential', 'scan' or 'matmul' for T steps of n neurons (``uniform``: one A for all); see
+        :func:`neurodsl.dispatch.form_for` for the ``parallel='auto'`` rule."""
+        if self.parallel != "auto":
+            return self.parallel
+        if self.verdict.spike_driven or not self.verdict.exact:
+            return "sequential"
+        return dispatch.auto_form(T, n, uniform)
 
     def kernel_source(self, kind: str = "forward", backend: str | None = None) -> str:
-        """The generated source this module runs: ``kind`` is 'forward', 'backward' or 'all'."""
+        """The generated source this module runs: ``kind`` is 'forward', 'backward' or 'all'.
+
+        ``backend``: by default the one the last call ran, or before any call the one a call on the
+        parameters' device would run.
+        """
+        if backend is None:
+            backend = (self.last_route.kernels.backend if self.last_route is not None
+                       else self.resolve_backend(self.surrogate_alpha.device))
         options = self._last_options or self.kernel_options()
-        backend = backend or (self.backend if self.backend != "auto" else "triton")
         text = compile_spec(self.spec, options).cached_source(backend)
         return section(text, kind)
 
     def forward(self, *inputs, state: dict | None = None):
-        xs = _check_inputs(self, inputs)
-        single = self.step_mode == "s"
-        if single:
-            xs = [x.unsqueeze(0) for x in xs]
-        if xs[0].dim() < 1 or (not single and inputs[0].dim() < 1):
-            raise InputError("ND401", f"{type(self).__name__}: expected [T, *shape], got {tuple(inputs[0].shape)}")
-        T, shape = xs[0].shape[0], tuple(xs[0].shape[1:])
-        if T == 0:
-            raise InputError("ND404", f"{type(self).__name__}: the time dimension is 0")
-        n = math.prod(shape)
-        params = [self.flat_param(name, shape, xs[0].device) for name in self.spec.params]
-        flat_params = [p for p, _ in params] + [self.surrogate_alpha.reshape(1)]
-        vector = tuple(vec for _, vec in params)
-        init = [self.initial_state(s, d, shape, n, state, xs[0]) for s, d in zip(self.spec.states,
-                                                                                 self.spec.state_defaults)]
-        flat_xs = [x.reshape(T, n) for x in xs]
-        if torch.compiler.is_compiling():  # torch.compile traces tensors only; kernels are chosen Python-side
-            grads = tuple(p.requires_grad for p in flat_params)
-            key, backend, solver_key, uniform = self._kernel_for_trace(
-                vector, str(xs[0].dtype), xs[0].device.type, grads, id(self.surrogate), self.detach_reset,
-                self.smooth, self.backend, self.parallel)
-            solver = registered_solver(solver_key) if solver_key else None
-        else:
-            options = self.kernel_options(vector, xs[0].dtype)
-            self._last_options = options
-            key, backend = register(compile_spec(self.spec, options)), self.resolve_backend(xs[0].device)
-            solver = uniform = None
-            if self.parallel != "sequential" and (self.parallel != "auto" or self.choose_form(T) != "sequential"):
-                solver, uniform = self._parallel_solver(options)
-        result = None if solver is None else self._run_parallel(T, key, backend, solver, uniform, flat_xs, init,
-                                                                flat_params)
-        if result is None:
-            self.last_form = self.last_form if self.last_form.get("fallback") else {"form": "sequential"}
-            result = neuron_op(key, backend, flat_xs, init, flat_params, self.store_state_seqs)
-        spikes, states = result
+        call = layer_io.prepare(self, inputs, state)
+        route = self.route(call)
+        spikes, states = dispatch.run(self, route, call.inputs, call.init, call.params, self.store_state_seqs)
         if self.store_state_seqs:
-            self.state_seqs = {s: v.reshape(T, *shape) for s, v in zip(self.spec.states, states)}
+            self.state_seqs = {s: v.reshape(call.T, *call.shape) for s, v in zip(self.spec.states, states)}
             states = [v[-1] for v in states]
-        self._carried = {s: v.reshape(shape) for s, v in zip(self.spec.states, states)}
-        spikes = spikes.reshape(T, *shape)
-        return spikes[0] if single else spikes
+        self._carried = {s: v.reshape(call.shape) for s, v in zip(self.spec.states, states)}
+        spikes = spikes.reshape(call.T, *call.shape)
+        return spikes[0] if call.single else spikes
+
+    def route(self, call: layer_io.Call) -> dispatch.Route:
+        """The dispatcher's decision for ``call``, made once per (options, dtype, device, shape) and reused."""
+        grads = tuple(p.requires_grad for p in call.params)
+        if torch.compiler.is_compiling():  # torch.compile traces tensors only; kernels are chosen Python-side
+            kernels = self._kernels_for_trace(call.vector, str(call.dtype), call.device.type, grads,
+                                              id(self.surrogate), self.detach_reset, self.smooth, self.backend,
+                                              self.parallel)
+            route = dispatch.Route(kernels, dispatch.form_for(self, kernels, call.T, call.n))
+        else:
+            key = (call.dtype, call.device.type, call.T, call.n, call.vector, grads, id(self.surrogate),
+                   self.detach_reset, self.smooth, self.backend, self.parallel)
+            route = self._routes.get(key)
+            if route is None:
+                kernels = dispatch.kernels_for(self, call.vector, call.dtype, call.device)
+                route = self._routes[key] = dispatch.Route(kernels, dispatch.form_for(self, kernels, call.T, call.n))
+        self.last_route = route
+        return route
 
     @_constant_under_compile
-    def _kernel_for_trace(self, vector, dtype_name, device_type, *guards):
-        """(kernel key, backend, parallel solver key or None, uniform A) while torch.compile traces :meth:`forward`.
+    def _kernels_for_trace(self, vector, dtype_name, device_type, *guards) -> dispatch.Kernels:
+        """:func:`neurodsl.dispatch.kernels_for` while torch.compile traces :meth:`forward`.
 
         Dynamo calls this once per trace and bakes the result into the graph as a constant, so the
         analysis and code generation behind it are never traced; ``guards`` (requires_grad flags, the
         surrogate's identity, detach_reset, smooth, backend, parallel) are arguments so that changing
-        them retraces. Reset-free neurons get their parallel solver (traced into the graph); the exact
+        them retraces. Reset-free neurons keep their parallel solver (traced into the graph); the exact
         mode of neurons with reset iterates to a data-dependent fixed point, so they run sequentially.
         """
         dtype = getattr(torch, dtype_name.removeprefix("torch."))
-        self._last_options = options = self.kernel_options(vector, dtype)
-        backend = self.resolve_backend(torch.device(device_type))
-        compiled = compile_spec(self.spec, options)
-        compiled.meta(backend)  # generate now, not inside the fake op
-        if self.parallel == "sequential" or self._verdict.spike_driven or not self._verdict.exact:
-            return register(compiled), backend, None, None
-        solver, uniform = self._parallel_solver(options)
-        self._check_matmul(uniform)  # here: an exception raised in traced code would stop Dynamo, not the user
-        return register(compiled), backend, register_solver(solver), uniform
-
-    def _check_matmul(self, uniform: bool) -> None:
-        if self.parallel == "matmul" and not uniform:
-            raise InputError("ND409", f"{type(self).__name__}: parallel='matmul' needs one matrix A for every step "
-                                      "and neuron, but A has a per-neuron parameter or depends on the input; use "
-                                      "parallel='scan'")
-
-    def _parallel_solver(self, options):
-        """The generated parallel forms for ``options``, and whether A is one matrix for all steps and neurons."""
-        solver = compile_parallel(self.spec, options)
-        return solver, solver.uniform(dict(zip(self.spec.params, options.vector_params)))
-
-    def choose_form(self, T: int, n: int = 1, uniform: bool = True) -> str:
-        """'sequential', 'scan' or 'matmul' for T steps of n neurons (``uniform``: one A for all).
-
-        Rule for ``parallel='auto'`` (measured on CPU, docs/parallel.md): reset-free linear neurons go
-        parallel from T >= AUTO_MIN_T when there are few neurons -- scan for n <= AUTO_SCAN_MAX_N, matmul
-        while A is uniform, T <= MATMUL_MAX_T and n <= AUTO_MATMUL_MAX_N; otherwise the fused sequential
-        kernel, which already saturates memory bandwidth with many neurons. Neurons with a spike-driven
-        update stay sequential unless a parallel form is asked for (exact mode).
-        """
-        if self.parallel != "auto":
-            return self.parallel
-        verdict = self._verdict
-        if verdict.spike_driven or not verdict.exact or T < AUTO_MIN_T:
-            return "sequential"
-        if uniform and T <= MATMUL_MAX_T and n <= AUTO_MATMUL_MAX_N:
-            return "matmul"
-        return "scan" if n <= AUTO_SCAN_MAX_N else "sequential"
-
-    def _run_parallel(self, T, key, backend, solver, uniform, xs, init, params):
-        """Spikes and states from a parallel form, or None to run the sequential kernels."""
-        form = self.choose_form(T, xs[0].shape[1], uniform)
-        if form == "sequential":
-            return None
-        cdt = compute_dtype(xs[0].dtype)
-        cx, cinit, cparams = ([t.to(cdt) for t in group] for group in (xs, init, params))
-        if not self._verdict.spike_driven:
-            self._check_matmul(uniform)
-            spikes, seqs, used = solver.solve(form, cx, cinit, cparams, backend=backend)
-            self.last_form = {"form": used}
-            states = seqs if self.store_state_seqs else [v[-1] for v in seqs]
-            return spikes.to(xs[0].dtype), tuple(states)
-        if xs[0].device.type == "meta":  # the fixed point's pass count depends on values a meta tensor lacks
-            return None
-        found = solver.solve_exact(form, cx, cinit, cparams, self.max_iterations or T + 1, backend)
-        if found is None:
-            warnings.warn(f"{type(self).__name__}: exact parallel mode did not converge in {self.max_iterations} "
-                          "passes; running the sequential kernel", RuntimeWarning, stacklevel=3)
-            self.last_form = {"form": "sequential", "fallback": True}
-            return None
-        spikes, charged, states, passes = found
-        saved = [charged[self.spec.states.index(s)] for s in registered(key).meta(backend)["saved_states"]]
-        states = states if self.store_state_seqs else [v[-1] for v in states]
-        self.last_form = {"form": f"exact-{form}", "passes": passes}
-        return neuron_op(key, backend, xs, init, params, self.store_state_seqs,
-                         precomputed=(spikes.to(xs[0].dtype), [v.contiguous() for v in states],
-                                      [h.contiguous() for h in saved]))
+        return dispatch.kernels_for(self, vector, dtype, torch.device(device_type), compiling=True)
 
     def flat_param(self, name, shape, device):
         """Parameter ``name`` for ``prod(shape)`` neurons: ``([1] tensor, False)`` or ``([N] tensor, True)``."""
-        p = self.param_value(name)
-        if p.device != device:
-            raise InputError("ND406", f"{type(self).__name__}: parameter '{name}' is on {p.device}, input on {device}")
-        if p.numel() == 1:
-            return p.reshape(1), False
-        try:
-            ok = torch.broadcast_shapes(p.shape, shape) == torch.Size(shape)
-        except RuntimeError:
-            ok = False
-        if not ok:
-            raise InputError("ND407", f"{type(self).__name__}: parameter '{name}' of shape {tuple(p.shape)} does not "
-                                      f"broadcast against the per-step shape {shape}")
-        return p.expand(shape).reshape(-1), True
-
-    def initial_state(self, name, default, shape, n, given, like):
-        """State ``name``'s [n] start: from ``given`` (the ``state=`` argument), the carried state, or its default."""
-        if given and name in given:
-            value = torch.as_tensor(given[name], device=like.device)
-            return value.expand(shape).reshape(n) if value.numel() > 1 else value.reshape(1).expand(n)
-        if name in self._carried:
-            carried = self._carried[name]
-            if carried.numel() != n:
-                raise InputError("ND408", f"{type(self).__name__}: carried state '{name}' has shape "
-                                          f"{tuple(carried.shape)}, input per step {shape}; call reset_state()")
-            return carried.reshape(n)
-        if isinstance(default, str):
-            flat, vec = self.flat_param(default, shape, like.device)
-            return flat if vec else flat.expand(n)
-        return torch.full((n,), float(default), device=like.device)
+        return layer_io.flat_param(self, name, shape, device)
 
 
 def _new_without_reset(base):
     """An empty instance of ``base.without_reset()`` for unpickling (its state is set afterwards)."""
     cls = base.without_reset()
     return cls.__new__(cls)
-
-
-#: parallel='auto' thresholds, from CPU measurements of reset-free LIF fwd+bwd (docs/parallel.md).
-AUTO_MIN_T = 32
-AUTO_SCAN_MAX_N = 1024
-AUTO_MATMUL_MAX_N = 4096
-MATMUL_MAX_T = 128
 
 
 def _check_parallel(cls_name, spec, parallel, smooth):
@@ -482,27 +411,40 @@ def _short(t: torch.Tensor) -> str:
     return f"{t.item():g}" if t.numel() == 1 else f"tensor{tuple(t.shape)}"
 
 
-def _param_tensor(cls_name, name, value) -> torch.Tensor:
+def _learnable_names(cls_name, params, learnable) -> tuple[str, ...]:
+    """``learnable`` as parameter names: a name, or an iterable of names (ND122 for anything else)."""
+    if learnable is None:
+        return ()
+    if isinstance(learnable, str):
+        learnable = (learnable,)
+    if isinstance(learnable, bool) or not hasattr(learnable, "__iter__"):
+        raise SpecError([Problem("ND122", cls_name, "__init__", "learnable", f"learnable={learnable!r}: pass "
+                                 f"parameter names, e.g. learnable=('{params[0] if params else 'tau'}',), or "
+                                 f"learnable={cls_name}.spec.params for all")])
+    names = tuple(learnable)
+    bad = [n for n in names if n not in params]
+    if bad:
+        raise SpecError([Problem("ND122", cls_name, "__init__", str(n), f"'{n}' is not a parameter") for n in bad])
+    return names
+
+
+def _param_tensor(cls_name, name, value, learn: bool) -> torch.Tensor:
+    """A parameter's value as a float32 (or float64) tensor of its own (ND123 for anything else)."""
     if isinstance(value, torch.Tensor):
         if not value.is_floating_point():
             raise SpecError([Problem("ND123", cls_name, "__init__", name, f"'{name}' must be a floating tensor")])
+        if value.requires_grad and not learn:
+            warnings.warn(f"{cls_name}: '{name}' requires grad but is not in learnable=; the layer keeps a copy that "
+                          f"is not trained (list it in learnable= to train it)", UserWarning, stacklevel=4)
         return value.detach().clone().to(torch.float32 if value.dtype != torch.float64 else value.dtype)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SpecError([Problem("ND123", cls_name, "__init__", name, f"'{name}' must be a number or tensor")])
-    return torch.tensor(float(value), dtype=torch.float32)
-
-
-def _check_inputs(layer, inputs):
-    name = type(layer).__name__
-    if len(inputs) != len(layer.spec.inputs):
-        raise InputError("ND402", f"{name} takes {len(layer.spec.inputs)} input(s) "
-                                  f"({', '.join(layer.spec.inputs)}), got {len(inputs)}")
-    for x in inputs:
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise InputError("ND405", f"{name}: inputs must be floating tensors, got "
-                                      f"{getattr(x, 'dtype', type(x).__name__)}")
-    first = inputs[0]
-    for x in inputs[1:]:
-        if x.shape != first.shape or x.device != first.device or x.dtype != first.dtype:
-            raise InputError("ND403", f"{name}: inputs differ in shape/device/dtype")
-    return list(inputs)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise SpecError([Problem("ND123", cls_name, "__init__", name, f"'{name}' must be a number or tensor, got "
+                                 f"{type(value).__name__}")])
+    try:
+        number = float(value)
+    except OverflowError:
+        number = float("inf")
+    if number != number or number in (float("inf"), float("-inf")) or abs(number) > 3.4e38:
+        raise SpecError([Problem("ND123", cls_name, "__init__", name, f"'{name}' = {value!r} is not a finite "
+                                 "float32 number")])
+    return torch.tensor(number, dtype=torch.float32)

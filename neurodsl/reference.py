@@ -1,9 +1,9 @@
 """A naive per-step PyTorch reference loop, independent of the code generator.
 
 It calls the neuron's own ``charge`` / ``fire`` / ``reset`` methods on torch tensors
-(neurodsl's math functions dispatch to torch), uses autograd for every gradient and
-a straight-through spike ``Θ(u) + (g(u) - g(u).detach())`` with the surrogate's
-primitive g. Use it to check any neuron, zoo or your own.
+(neurodsl's math functions dispatch to torch), uses autograd for every gradient, and
+spikes Θ(u) whose gradient is autograd's derivative of the surrogate's primitive g.
+Use it to check any neuron, zoo or your own.
 
 >>> import torch, neurodsl as nd
 >>> layer = nd.zoo.LIF()
@@ -25,7 +25,14 @@ class _TensorSelf:
         self.__dict__.update(values)
 
 
-class _GradientOnlySpike(torch.autograd.Function):
+class _SurrogateSpike(torch.autograd.Function):
+    """Θ(u) forward (exactly 0 or 1; Θ(NaN) = 0), the surrogate's gradient backward.
+
+    The gradient is autograd's derivative of the surrogate's primitive when it has one, else its declared
+    ``gradient``. A straight-through ``Θ(u) + (g − g.detach())`` is the same in exact arithmetic, but a
+    compiler may fuse ``g − g`` into a multiply-add that leaves a rounding error instead of 0.
+    """
+
     @staticmethod
     def forward(ctx, u, alpha, surrogate):
         ctx.save_for_backward(u, alpha)
@@ -35,19 +42,24 @@ class _GradientOnlySpike(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         u, alpha = ctx.saved_tensors
-        return grad * ctx.surrogate.gradient(u, alpha), None, None
+        sg, nan = ctx.surrogate, torch.isnan(u)
+        grad = torch.where(nan, torch.zeros_like(grad), grad)           # no spike at NaN, and no gradient
+        with torch.enable_grad():
+            u_ = torch.where(nan, torch.zeros_like(u), u).detach().requires_grad_()
+            a_ = alpha.detach().requires_grad_()
+            if sg.has_primitive:
+                du, dalpha = torch.autograd.grad(sg.primitive(u_, a_), (u_, a_), grad, allow_unused=True)
+            else:
+                du, dalpha = grad * sg.gradient(u_, a_).detach(), None
+        return du, dalpha if ctx.needs_input_grad[1] else None, None
 
 
 def spike_fn(layer: Neuron, u: torch.Tensor) -> torch.Tensor:
     """Θ(u) forward with the layer's surrogate gradient (or the smooth primitive in smooth mode)."""
-    sg, alpha = layer.surrogate, layer.surrogate_alpha.to(u.dtype)
-    if not sg.has_primitive:
-        return _GradientOnlySpike.apply(u, alpha, sg)
-    g = sg.primitive(u, alpha)
-    if layer.smooth:
-        return g
-    straight_through = g - g.detach()  # exactly 0 forward, g' backward; NaN - NaN where u is NaN: Θ(NaN) = 0
-    return (u >= 0).to(u.dtype) + torch.where(torch.isnan(u), torch.zeros_like(straight_through), straight_through)
+    sg, alpha = layer.surrogate, layer.surrogate_alpha.to(device=u.device, dtype=u.dtype)
+    if layer.smooth and sg.has_primitive:
+        return sg.primitive(u, alpha)
+    return _SurrogateSpike.apply(u, alpha, sg)
 
 
 def reference_run(layer: Neuron, *inputs: torch.Tensor, init: dict | None = None, return_fire: bool = False):

@@ -26,7 +26,7 @@ import torch
 
 import neurodsl as nd
 from kernels_gen import cache
-from kernels_gen.backends import base as backend_base
+from kernels_gen import versions as generator_versions
 from neurodsl import cli, zoo
 from neurodsl.analysis import plan_key
 from neurodsl.compiler import compile_spec
@@ -394,17 +394,17 @@ NEW_PARAM_DEFAULTS = BASE.replace("nd.Param(2.0)", "nd.Param(7.5)").replace("nd.
 
 def _fresh_versions(mp):
     """The version strings are read once per process; a patch must read them again (and restore them after)."""
-    backend_base.versions.cache_clear()
-    mp.setattr(backend_base, "versions", functools.lru_cache(maxsize=1)(backend_base.versions.__wrapped__))
+    generator_versions.versions.cache_clear()
+    mp.setattr(generator_versions, "versions", functools.lru_cache(maxsize=1)(generator_versions.versions.__wrapped__))
 
 
 def _patch_codegen(mp):
-    mp.setattr(backend_base, "CODEGEN_VERSION", backend_base.CODEGEN_VERSION + "-next")
+    mp.setattr(generator_versions, "CODEGEN_VERSION", generator_versions.CODEGEN_VERSION + "-next")
 
 
 def _patch_generator(mp):
     """An edited template, printer or device library: the generator fingerprint changes."""
-    mp.setattr(backend_base, "generator_fingerprint", lambda: "edited-generator")
+    mp.setattr(generator_versions, "generator_fingerprint", lambda: "edited-generator")
 
 
 def _patch_torch(mp):

@@ -156,15 +156,15 @@ def test_changing_backend_retraces():
     seen = []
     layer = zoo.LIF(backend="torch")
     compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
-    real = layer._kernel_for_trace
+    real = layer._kernels_for_trace
 
     def spy(*args):
-        key, backend, *parallel = real(*args)
-        seen.append(backend)
-        return key, backend, *parallel
+        kernels = real(*args)
+        seen.append(kernels.backend)
+        return kernels
 
     spy._dynamo_marked_constant = True
-    layer._kernel_for_trace = spy
+    layer._kernels_for_trace = spy
     x = torch.rand(4, 3) * 3
     first = compiled(x)
     layer.reset_state()
@@ -259,7 +259,7 @@ def test_two_state_scan_with_per_neuron_params_compiles_with_dynamic_batch(backe
     for batch in (2, 5):
         layer.reset_state()
         x = torch.rand(9, batch, 3) * 3
-        ref = zoo.CubaLIF.without_reset()(parallel="sequential", backend="torch", v_decay=layer.v_decay)
+        ref = zoo.CubaLIF.without_reset()(parallel="sequential", backend="torch", v_decay=layer.v_decay.detach())
         assert torch.equal(compiled(x), ref(x))
         torch.testing.assert_close(layer.v, ref.v)
         assert layer.last_form == {"form": "scan"}
@@ -291,7 +291,7 @@ def test_trace_time_constant_marker_matches_torch():
     from neurodsl.neuron import Neuron
     marked = torch.compiler.assume_constant_result(lambda: None)
     flags = {k for k in vars(marked)}
-    assert flags and flags <= set(vars(Neuron._kernel_for_trace))
+    assert flags and flags <= set(vars(Neuron._kernels_for_trace))
 
 
 # -- the registered ops ---------------------------------------------------------------------------

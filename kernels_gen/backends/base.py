@@ -12,7 +12,6 @@ apart; tests/test_templates.py renders every template of every backend this way.
 from __future__ import annotations
 
 import functools
-import hashlib
 import re
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 from ..errors import BackendError, CodegenError
 from ..names import charged_name, derived, grad_name, input_name, new_name, param_name, prev_name
 from ..plan import CODEGEN_VERSION, KernelPlan
+from ..versions import versions
 
 SHARED_TEMPLATES = Path(__file__).with_name("templates")
 _USES = re.compile(r"\{#-?\s*uses:(?P<names>[^#]*?)\s*-?#\}")
@@ -78,37 +78,6 @@ def render_template(env: jinja2.Environment, template: str, context: dict) -> st
         raise CodegenError("ND205", f"template {template}: context has {sorted(set(context) - declared)} it does not "
                                     f"declare and lacks {sorted(declared - set(context))}")
     return env.get_template(template).render(**context)
-
-
-@functools.lru_cache(maxsize=1)
-def versions() -> dict[str, str]:
-    """The tool versions stamped into every generated file (and part of every cache key)."""
-    try:
-        import importlib.metadata as md
-        triton_version = md.version("triton")
-    except Exception:  # triton not installed: the torch backend still works
-        triton_version = "none"
-    return {"torch_version": torch.__version__, "triton_version": triton_version}
-
-
-@functools.lru_cache(maxsize=1)
-def generator_fingerprint() -> str:
-    """Content hash of everything that turns a plan into source (printers, templates, device libraries,
-    context builders): part of every cache key, so editing any of them regenerates the kernels."""
-    root = Path(__file__).parent.parent
-    files = sorted(p for pattern in ("backends/**/*.py", "backends/**/*.j2", "printing.py", "functions.py",
-                                     "names.py", "plan.py") for p in root.glob(pattern))
-    digest = hashlib.sha256(CODEGEN_VERSION.encode())
-    for path in files:
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def version_key() -> str:
-    """Codegen version, generator fingerprint and tool versions, as one string for cache keys."""
-    v = versions()
-    return f"codegen={CODEGEN_VERSION}|gen={generator_fingerprint()}|torch={v['torch_version']}|" \
-           f"triton={v['triton_version']}"
 
 
 def header_context(*, label: str, key: str, fingerprint: str, backend: str, meta: dict) -> dict:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from kernels_gen.backends.base import version_key
+from kernels_gen.versions import version_key
 from kernels_gen.functions import fold_constants
 from kernels_gen.plan import (FIRE, SPIKE, Assign, KernelPlan, ParamPlan, charged_name, grad_name, input_name,
                               new_name, param_name, prev_name, sym)

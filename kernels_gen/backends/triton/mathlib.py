@@ -2,7 +2,7 @@
 
 Only core ``tl`` operations, so the Triton interpreter runs them too (``libdevice`` does not work there).
 Generated kernel modules import this module as ``_nd``; its source is part of every kernel's cache key
-(:func:`kernels_gen.backends.base.generator_fingerprint`), so editing it regenerates the kernels. Accuracy
+(:func:`kernels_gen.versions.generator_fingerprint`), so editing it regenerates the kernels. Accuracy
 against torch is swept over magnitudes 1e-30..1e3 by tests/test_functions.py:
 
 * ``atan_f32`` / ``atan_f64``: Cephes range reduction + polynomial / rational approximation;

@@ -1,0 +1,170 @@
+"""The dispatcher: which backend, kernels and form run a layer call — decided once, then reused.
+
+Every way of running a neuron (``Neuron.forward`` eager or under ``torch.compile``, ``TimeSplit``, benchmarks)
+asks :func:`kernels_for` and :func:`form_for`, and runs the result with :func:`run`:
+
+* :func:`kernels_for` — backend (``backend='auto'``: the available one with the highest priority for the device,
+  :mod:`kernels_gen.backends`), the generated kernels (registered by key so torch ops reach them) and the
+  parallel solver when the neuron has a linear form. Depends on (spec, kernel options, dtype, device type,
+  compiling): memoised per layer, and a trace-time constant under ``torch.compile``.
+* :func:`form_for` — 'sequential', 'scan', 'matmul' or 'exact-scan' / 'exact-matmul' for T steps of n neurons
+  (the ``parallel='auto'`` rule, documented in docs/parallel.md).
+* :func:`run` — executes the route: the fused sequential op, a parallel solver, or the exact fixed-point mode
+  with its fallback to the sequential kernels.
+
+>>> import torch, neurodsl as nd
+>>> layer = nd.zoo.LIFNoReset()
+>>> _ = layer(torch.rand(64, 3))
+>>> layer.last_route.form, layer.last_route.kernels.backend
+('matmul', 'torch')
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from kernels_gen import backends
+from kernels_gen.ops import compute_dtype, neuron_op, register, registered
+from kernels_gen.parallel import register as register_solver, registered as registered_solver
+
+from .analysis import KernelOptions
+from .compiler import compile_parallel, compile_spec
+from .errors import InputError
+
+#: parallel='auto' thresholds, from CPU measurements of reset-free LIF fwd+bwd (docs/parallel.md).
+AUTO_MIN_T = 32
+AUTO_SCAN_MAX_N = 1024
+AUTO_MATMUL_MAX_N = 4096
+MATMUL_MAX_T = 128
+
+
+@dataclass(frozen=True)
+class Kernels:
+    """What runs a layer for one (spec, options, dtype, device type, compiling): chosen once, then reused."""
+
+    backend: str
+    key: str                      # the registered sequential kernels (kernels_gen.ops.registered)
+    options: KernelOptions
+    solver_key: str | None        # the registered parallel solver, when the neuron has a linear form
+    uniform: bool                 # one A for every step and neuron (the matmul form applies)
+    reset_free: bool              # no spike-driven update: the parallel forms are the whole neuron
+    exact_mode: bool              # spike-driven, and the exact fixed-point mode can run here
+
+
+@dataclass(frozen=True)
+class Route:
+    """The kernels and the form of one call."""
+
+    kernels: Kernels
+    form: str                     # 'sequential' | 'scan' | 'matmul' | 'exact-scan' | 'exact-matmul'
+
+
+def backend_names() -> tuple[str, ...]:
+    """The registered backends (``backend=`` takes one of them, or 'auto')."""
+    return backends.names()
+
+
+def resolve_backend(setting: str, device: torch.device) -> str:
+    """``setting`` itself, or for 'auto' the backend chosen for ``device``."""
+    return backends.choose_auto(device).name if setting == "auto" else setting
+
+
+def kernels_for(layer, vector: tuple[bool, ...], dtype: torch.dtype, device: torch.device,
+                compiling: bool = False) -> Kernels:
+    """Backend, kernels and parallel solver for ``layer`` (raises the backend's typed error where it cannot run)."""
+    backend = backends.check(resolve_backend(layer.backend, device), device).name
+    options = layer.kernel_options(vector, dtype)
+    compiled = compile_spec(layer.spec, options)
+    compiled.meta(backend)  # generate (or load) now: never inside a torch op or a trace
+    verdict = layer.verdict
+    solver_key, uniform = None, False
+    wants_parallel = layer.parallel != "sequential" and verdict.exact
+    if wants_parallel and (layer.parallel != "auto" or not verdict.spike_driven):
+        solver = compile_parallel(layer.spec, options)
+        solver_key, uniform = register_solver(solver), solver.uniform(dict(zip(layer.spec.params, vector)))
+        if layer.parallel == "matmul" and not verdict.spike_driven and not uniform:
+            # raised here, where the kernels are chosen: under torch.compile this is outside the traced code
+            raise InputError("ND409", f"{type(layer).__name__}: parallel='matmul' needs one matrix A for every step "
+                                      "and neuron, but A has a per-neuron parameter or depends on the input; use "
+                                      "parallel='scan'")
+    # the exact mode iterates to a fixed point whose pass count depends on values: not while tracing, not on meta
+    exact_mode = bool(verdict.spike_driven) and not compiling and device.type != "meta"
+    return Kernels(backend, register(compiled), options, solver_key, uniform, not verdict.spike_driven, exact_mode)
+
+
+def form_for(layer, kernels: Kernels, T: int, n: int) -> str:
+    """The form of a call of T steps of n neurons (the ``parallel='auto'`` rule; see docs/parallel.md).
+
+    Reset-free linear neurons go parallel from T >= AUTO_MIN_T when there are few neurons: matmul while A is
+    uniform, T <= MATMUL_MAX_T and n <= AUTO_MATMUL_MAX_N, else scan for n <= AUTO_SCAN_MAX_N; otherwise the
+    fused sequential kernel, which already saturates memory bandwidth with many neurons. Neurons with a
+    spike-driven update run the exact mode only when a parallel form is asked for.
+    """
+    if kernels.solver_key is None:
+        return "sequential"
+    asked = layer.parallel
+    if asked == "auto":
+        return auto_form(T, n, kernels.uniform)
+    if kernels.reset_free:
+        return asked
+    return f"exact-{asked}" if kernels.exact_mode else "sequential"
+
+
+def auto_form(T: int, n: int, uniform: bool) -> str:
+    """``parallel='auto'`` for a reset-free linear neuron (thresholds above, measured on CPU)."""
+    if T < AUTO_MIN_T:
+        return "sequential"
+    if uniform and T <= MATMUL_MAX_T and n <= AUTO_MATMUL_MAX_N:
+        return "matmul"
+    return "scan" if n <= AUTO_SCAN_MAX_N else "sequential"
+
+
+def run(layer, route: Route, inputs, init, params, store_seqs: bool):
+    """Spikes [T, N] and states (final [N] or sequences [T, N]) of one call; records ``layer.last_form``."""
+    kernels = route.kernels
+    if route.form in ("scan", "matmul"):
+        spikes, seqs = _solve_parallel(kernels, route.form, inputs, init, params)
+        layer.last_form = {"form": route.form}
+        return spikes, tuple(seqs if store_seqs else [v[-1] for v in seqs])
+    if route.form.startswith("exact-"):
+        result = _solve_exact(layer, kernels, route.form[len("exact-"):], inputs, init, params, store_seqs)
+        if result is not None:
+            return result
+        layer.last_form = {"form": "sequential", "fallback": True}
+    else:
+        layer.last_form = {"form": "sequential"}
+    return neuron_op(kernels.key, kernels.backend, inputs, init, params, store_seqs)
+
+
+def _compute(tensors, dtype):
+    return [t.to(dtype) for t in tensors]
+
+
+def _solve_parallel(kernels: Kernels, form: str, inputs, init, params):
+    cdt = compute_dtype(inputs[0].dtype)
+    spikes, seqs, _ = registered_solver(kernels.solver_key).solve(form, _compute(inputs, cdt), _compute(init, cdt),
+                                                                  _compute(params, cdt), backend=kernels.backend)
+    return spikes.to(inputs[0].dtype), seqs
+
+
+def _solve_exact(layer, kernels: Kernels, form: str, inputs, init, params, store_seqs):
+    """The exact fixed-point mode: spikes by iteration, then the generated backward through them; None when it
+    did not converge within ``layer.max_iterations`` passes (the caller runs the sequential kernels)."""
+    T = inputs[0].shape[0]
+    cdt = compute_dtype(inputs[0].dtype)
+    found = registered_solver(kernels.solver_key).solve_exact(form, _compute(inputs, cdt), _compute(init, cdt),
+                                                              _compute(params, cdt), layer.max_iterations or T + 1,
+                                                              kernels.backend)
+    if found is None:
+        warnings.warn(f"{type(layer).__name__}: exact parallel mode did not converge in {layer.max_iterations} "
+                      "passes; running the sequential kernel", RuntimeWarning, stacklevel=4)
+        return None
+    spikes, charged, states, passes = found
+    saved_states = registered(kernels.key).meta(kernels.backend)["saved_states"]
+    saved = [charged[layer.spec.states.index(s)].contiguous() for s in saved_states]
+    states = states if store_seqs else [v[-1] for v in states]
+    layer.last_form = {"form": f"exact-{form}", "passes": passes}
+    return neuron_op(kernels.key, kernels.backend, inputs, init, params, store_seqs,
+                     precomputed=(spikes.to(inputs[0].dtype), [v.contiguous() for v in states], saved))
