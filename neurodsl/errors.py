@@ -77,7 +77,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
               "use neurodsl's functions: nd.exp, nd.log, nd.sqrt, nd.sigmoid, nd.tanh, nd.erf, nd.erfc, nd.atan, "
               "nd.sin, nd.cos, abs, nd.minimum, nd.maximum, nd.relu, nd.clamp, nd.where (nd.eq, nd.ne)"),
     "ND107": ("an expression contains a constant that is not a finite float64 number (nan, inf, nd.exp(1000.0), "
-              "10**400), or a method computes one with Python's math (math.log(-1.0))",
+              "`10**400`), or a method computes one with Python's math (math.log(-1.0))",
               "use finite constants, and neurodsl's functions so constants are checked"),
     "ND108": ("a State default is neither a number nor the name of a parameter", "use a float or a Param's name"),
     "ND109": ("the class lacks `charge` or `fire`, or `charge` takes no input argument",
@@ -89,7 +89,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "ND113": ("a condition is not one: nd.where got a Python bool or a number-valued expression, or a method "
               "compares states/parameters/inputs with == or != (on symbols a structural test that folds to a "
               "constant True/False)",
-              "use a comparison (self.v > 0), nd.eq(a, b) / nd.ne(a, b), or abs(a - b) < eps; combine with &, |, ~"),
+              "use a comparison (`self.v > 0`), `nd.eq(a, b)` / `nd.ne(a, b)`, or `abs(a - b) < eps`"),
     "ND114": ("a method returns nothing: charge, fire or reset returns None (a missing `return`), or charge "
               "returns an empty dict (its inputs would be ignored)",
               "return dict(state=expr, ...) from charge, an expression from fire; reset may return {} to keep "
@@ -100,13 +100,13 @@ CATALOGUE: dict[str, tuple[str, str]] = {
               "than MAX_NODES (2000) operations written out",
               "split it with an extra state, or simplify it"),
     "ND117": ("charge, fire or reset has the wrong form: a staticmethod/classmethod/non-function, keyword-only, "
-              "*args or **kwargs arguments, defaults, a generator/async function, fire with arguments, or reset "
+              "`*args` or `**kwargs` arguments, defaults, a generator/async function, fire with arguments, or reset "
               "without exactly one spike argument",
               "def charge(self, x, ...), def fire(self), def reset(self, s)"),
     "ND118": ("a Param default is not a finite real number within float32 (a string, None, a list, a bool, "
-              "10**400, inf), or learnable is not a bool",
+              "`10**400`, inf), or learnable is not a bool",
               "nd.Param(2.0); pass per-neuron values to the constructor as tensors"),
-    "ND119": ("`variants` is not a dict of name -> non-empty tuple of hashable values, or a variant is named like "
+    "ND119": ("`variants` is not a dict of name to non-empty tuple of hashable values, or a variant is named like "
               "a state, a parameter or a constructor keyword (backend, surrogate, parallel, ...)",
               "variants = dict(mode=('a', 'b')) with a name of its own"),
     "ND120": ("a surrogate is invalid: alpha is not a positive finite number, or a Custom primitive/gradient is "

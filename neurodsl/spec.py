@@ -32,7 +32,7 @@ from .errors import Problem, SpecError
 from .spec_checks import (agrees_on_tensors, call_on_symbols, check_expression, check_signature, check_variants,
                           default_problem, python_comparisons, real_default, user_text)
 
-__all__ = ["State", "Param", "NeuronSpec", "capture", "user_text"]
+__all__ = ["State", "Param", "NeuronSpec", "capture", "check_class_variants", "user_text"]
 
 
 class _Declaration:
@@ -187,10 +187,13 @@ def _returned_dict(rec, method, result, states):
                                      "dict(state=expr, ...) with the new value of at least one state")
     out = {}
     for key, value in result.items():
+        if isinstance(key, str) and key not in states:
+            rec.add("ND102", method, key, f"returns '{key}', which is not a state (states: {', '.join(states)})")
+            continue
         if key not in states:
             shown = user_text(key) if isinstance(key, sp.Basic) else repr(key)
-            rec.add("ND102", method, str(shown), f"returns {shown} as a key, which is not a state name (states: "
-                                                 f"{', '.join(states)}); write dict(v=...)")
+            rec.add("ND102", method, shown, f"returns {shown} as a key, which is not a state name (states: "
+                                            f"{', '.join(states)}); write dict(v=...)")
             continue
         expr = _check_value(rec, method, key, value)
         if expr is not None:
@@ -221,12 +224,31 @@ def _check_declarations(rec, cls, declared_states, declared_params, options):
     keywords = _constructor_keywords(cls)
     for name in states + params:
         if name in keywords or name in _MODULE_ATTRIBUTES:
-            rec.add("ND103", "", name, f"name '{name}' clashes with {'a constructor keyword' if name in keywords else 'an nn.Module attribute'}; rename it")
+            what = "a constructor keyword" if name in keywords else "an nn.Module attribute"
+            rec.add("ND103", "", name, f"name '{name}' clashes with {what}; rename it")
+    _variant_problems(rec, cls, states, params)
+
+
+def _variant_problems(rec, cls, states, params) -> None:
     taken = {n: "state" for n in states}
     taken.update({n: "parameter" for n in params})
-    taken.update({n: "constructor keyword" for n in keywords})
+    taken.update({n: "constructor keyword" for n in _constructor_keywords(cls)})
     for code, symbol, message in check_variants(cls.__name__, getattr(cls, "variants", {}), taken):
         rec.add(code, "", symbol, message)
+
+
+def check_class_variants(cls) -> None:
+    """Raise ``SpecError`` ND119 when ``cls.variants`` cannot be selected (not a dict, values not a non-empty
+    tuple of hashable values, a name taken by a state, parameter or constructor keyword).
+
+    ``capture`` runs the same check; call this before selecting a variant, which hashes the values.
+    """
+    rec = _Recorder(cls.__name__)
+    decls = {name: value for klass in reversed(cls.__mro__) for name, value in vars(klass).items()
+             if isinstance(value, (State, Param))}
+    _variant_problems(rec, cls, [n for n, d in decls.items() if isinstance(d, State)],
+                      [n for n, d in decls.items() if isinstance(d, Param)])
+    rec.raise_if_any()
 
 
 def _constructor_keywords(cls) -> list[str]:
