@@ -41,6 +41,10 @@ INSTANCE_ATTRIBUTES = frozenset({
     "_surrogate"})
 
 
+#: Instance attributes that never hold a tensor, parameter or module (dicts and plain objects).
+_PLAIN_ATTRIBUTES = frozenset({"last_form", "last_route", "_carried", "_routes", "state_seqs"})
+
+
 def reserved_names() -> frozenset[str]:
     """Names a state or parameter may not take: what a Neuron instance, the class or nn.Module already use."""
     return INSTANCE_ATTRIBUTES | set(dir(nn.Module)) | set(vars(Neuron))
@@ -245,7 +249,9 @@ class Neuron(nn.Module):
         raise AttributeError(name)
 
     def __setattr__(self, name, value):
-        if name in type(self)._states_decl:
+        if name in _PLAIN_ATTRIBUTES:  # set on every call: skip nn.Module's checks for tensors and modules
+            object.__setattr__(self, name, value)
+        elif name in type(self)._states_decl:
             self.set_state(name, value)  # ``layer.v = tensor`` (SpikingJelly's habit) sets the carried state
         else:
             super().__setattr__(name, value)
