@@ -221,6 +221,12 @@ def _check_declarations(rec, cls, declared_states, declared_params, options):
                                        f"values go to the constructor: {cls.__name__}({name}=torch.tensor([...])))")
         if not isinstance(p.learnable, bool):
             rec.add("ND118", "", name, f"Param learnable={p.learnable!r}: use True or False")
+    for name, decl in {**declared_states, **declared_params}.items():
+        found = inspect.getattr_static(cls, name, decl)
+        if found is not decl:
+            rec.add("ND103", "", name, f"'{name}' is declared with nd.{type(decl).__name__} in a base class, but "
+                                       f"{cls.__name__} sets {name} = {found!r}"[:160] + ", which hides it; remove the "
+                                       "assignment, or declare it again with nd.State / nd.Param")
     keywords = _constructor_keywords(cls)
     for name in states + params:
         if name in keywords or name in _MODULE_ATTRIBUTES:

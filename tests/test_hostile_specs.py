@@ -447,6 +447,13 @@ def test_a_state_redeclared_as_a_param_in_a_subclass():
     rejects("ND102", build)
 
 
+def test_a_declaration_hidden_by_a_plain_attribute():
+    def build():
+        class Hidden(_Base):
+            tau = 3.0
+    rejects("ND103", build, says="hides it")
+
+
 def test_overriding_defaults_and_one_method_works():
     class Slower(_Base):
         tau = nd.Param(4.0)
