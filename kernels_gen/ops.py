@@ -74,9 +74,9 @@ class CompiledNeuron:
                                               init_states, params, store_seqs)
 
 
-def check_backend(backend: str, device: torch.device) -> None:
-    """Raise a typed error when ``backend`` cannot run tensors on ``device``."""
-    backends.check(backend, device)
+def check_backend(backend: str, device: torch.device) -> backends.Backend:
+    """The backend, or its typed error when it cannot run tensors on ``device``."""
+    return backends.check(backend, device)
 
 
 # -- registered torch ops ----------------------------------------------------------
@@ -151,9 +151,9 @@ def _neuron_backward_fake(key, backend, store_seqs, grad_spikes, grad_states, sa
     meta = registered(key).meta(backend)
     T, n = grad_spikes.shape
     cdt = init_states[0].dtype
-    shapes = [(T, n)] * len(meta["inputs"]) + [(n,)] * len(meta["states"]) + \
-        [(n,)] * sum(1 for p in meta["params"] if p[2])
-    return [grad_spikes.new_empty(s, dtype=cdt) for s in shapes]
+    grad_inputs = [grad_spikes.new_empty((T, n)) for _ in meta["inputs"]]  # in the incoming gradient's dtype
+    shapes = [(n,)] * len(meta["states"]) + [(n,)] * sum(1 for p in meta["params"] if p[2])
+    return grad_inputs + [grad_spikes.new_empty(s, dtype=cdt) for s in shapes]
 
 
 def _setup_context(ctx, inputs, output):
@@ -165,6 +165,7 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(*saved, *needed, *init_states, *params)
     ctx.layout = (key, backend, store_seqs, len(xs), n_states, len(saved), len(needed), len(precomputed))
     ctx.in_shape = tuple(xs[0].shape)
+    ctx.io_dtype = io_dtype
 
 
 def _backward(ctx, grads):
@@ -174,7 +175,9 @@ def _backward(ctx, grads):
     needed, init_states, params = rest[:n_needed], rest[n_needed:n_needed + n_st], rest[n_needed + n_st:]
     cdt, device = init_states[0].dtype, init_states[0].device
     state_shape = ctx.in_shape if store_seqs else ctx.in_shape[1:]
-    grad_spikes = _dense(grads[0], ctx.in_shape, cdt, device)
+    # a backend that loads any float dtype reads the incoming gradient as it is (no full-size conversion)
+    gdt = ctx.io_dtype if backends.get(backend).native_float_io else cdt
+    grad_spikes = _dense(grads[0], ctx.in_shape, gdt, device)
     grad_states = [_dense(g, state_shape, cdt, device) for g in grads[1:1 + n_st]]
     out = torch.ops.neurodsl.neuron_backward(key, backend, store_seqs, grad_spikes, grad_states, list(saved),
                                              list(needed), list(init_states), list(params))
@@ -199,6 +202,10 @@ class _EagerNeuron(torch.autograd.Function):
         args = (key, backend, store_seqs, True, io_dtype, *_unflatten(counts, tensors))
         output = tuple(_neuron_forward(*args))
         _setup_context(ctx, args, output)
+        # the saved charged values are outputs only so that they can be saved: no gradient flows into them, and
+        # autograd must not fill [T, N] zeros for them (nor for unused states) before calling backward
+        ctx.mark_non_differentiable(*output[1 + counts[1]:])
+        ctx.set_materialize_grads(False)
         return output
 
     @staticmethod
@@ -230,8 +237,7 @@ def neuron_op(key: str, backend: str, inputs, init_states, params, store_seqs: b
     """
     io_dtype = inputs[0].dtype
     cdt = compute_dtype(io_dtype)
-    check_backend(backend, inputs[0].device)
-    if backend == "torch":
+    if not check_backend(backend, inputs[0].device).native_float_io:
         inputs = [x.to(cdt) for x in inputs]
     inputs = [x.contiguous() for x in inputs]
     init_states = [v.to(cdt).contiguous() for v in init_states]

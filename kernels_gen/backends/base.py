@@ -120,6 +120,9 @@ class Backend:
     name = ""
     folder: Path = Path()
     template = "kernels.py.j2"
+    #: kernels load inputs and incoming gradients of any float dtype (fp16/bf16/fp32/fp64) and write input
+    #: gradients in that dtype, converting in registers; otherwise the ops convert them to the compute dtype
+    native_float_io = False
 
     def unavailable(self, device: torch.device) -> BackendError | None:
         """None when this backend can run tensors on ``device``, else the typed error saying why not."""

@@ -70,8 +70,9 @@ def kernel_context(plan: KernelPlan, key: str, label: str) -> dict:
         acc_inits=[f"{a} = zero" for a in acc],
         grad_seq_adds=[f"{g} += tl.load({ptr(go)} + idx, mask=mask, other=0.0).to({compute})"
                        for g, go in zip(n.grad_new, gout)],
-        saved_loads=[f"{h} = tl.load({ptr(s)} + idx, mask=mask, other=0.0)" for h, s in zip(n.saved, save)],
-        prev_saved_loads=[f"{p} = tl.load({ptr(s)} + idx - back, mask=mask, other=0.0)"
+        saved_loads=[f"{h} = tl.load({ptr(s)} + idx, mask=mask, other=0.0).to({compute})"
+                     for h, s in zip(n.saved, save)],
+        prev_saved_loads=[f"{p} = tl.load({ptr(s)} + idx - back, mask=mask, other=0.0).to({compute})"
                           for p, s in zip(prev_saved, save)],
         needed_loads=[loaded(x, "idx") for x in n.needed_inputs],
         prev_selects=[f"{v} = tl.where(has_prev, {v}, {i})" for v, i in zip(n.prev_states, prev_init)],
@@ -119,6 +120,7 @@ class TritonBackend(Backend):
 
     name = "triton"
     folder = Path(__file__).parent
+    native_float_io = True
 
     def unavailable(self, device: torch.device) -> BackendError | None:
         if device.type == "cpu" and not interpreter_enabled():
@@ -148,6 +150,8 @@ class TritonBackend(Backend):
         spikes = torch.empty((T, n), dtype=io_dtype, device=device)
         state_shape = (T, n) if store_seqs else (n,)
         states = [torch.empty(state_shape, dtype=cdt, device=device) for _ in meta["states"]]
+        # charged values are saved in the compute dtype: saving fp16 ones measured 20x the documented fp16
+        # gradient tolerance (docs/compile.md, "Saved-state precision")
         saved = [torch.empty((T, n), dtype=cdt, device=device) if save else torch.zeros(1, dtype=cdt, device=device)
                  for _ in meta["saved_states"]]  # without ``save`` one defined placeholder element each
         args = [*inputs, *init_states, *params, spikes, *states, *saved]
@@ -160,7 +164,7 @@ class TritonBackend(Backend):
         cdt, device = init_states[0].dtype, grad_spikes.device
         needed = [inputs[meta["inputs"].index(i)] for i in meta["needed_inputs"]]
         prev_init = [init_states[meta["states"].index(s)] for s in meta["prev_states"]]
-        grad_inputs = [torch.empty((T, n), dtype=cdt, device=device) for _ in meta["inputs"]]
+        grad_inputs = [torch.empty((T, n), dtype=grad_spikes.dtype, device=device) for _ in meta["inputs"]]
         grad_init = [torch.empty((n,), dtype=cdt, device=device) for _ in meta["states"]]
         grad_params = [torch.empty((n,), dtype=cdt, device=device) for p in meta["params"] if p[2]]
         args = [grad_spikes, *grad_states, *saved, *needed, *prev_init, *params, *grad_inputs, *grad_init,
