@@ -114,9 +114,13 @@ CATALOGUE: dict[str, tuple[str, str]] = {
               "write it with neurodsl's functions (nd.sigmoid, nd.exp, nd.where, abs, ...) of u and alpha"),
     # instantiation
     "ND121": ("a keyword argument names no parameter or option of the neuron", "check the spelling"),
-    "ND122": ("`learnable` names something that is not a parameter", "list parameter names only"),
-    "ND123": ("a parameter value is not a number or a floating tensor", "pass a float or a float tensor"),
-    "ND124": ("step_mode or backend has an unknown value", "step_mode: 'm' or 's'; backend: 'auto', 'torch', 'triton'"),
+    "ND122": ("`learnable` names something that is not a parameter, or is not a name or a list of names (e.g. True)",
+              "list parameter names only: learnable=('tau',), learnable='tau', or learnable=Cls.spec.params"),
+    "ND123": ("a parameter value is not a number or a floating tensor, or is not finite in float32 (nan, 10**400)",
+              "pass a finite float or a float tensor"),
+    "ND124": ("step_mode, backend or max_iterations has an unknown value",
+              "step_mode: 'm' or 's'; backend: 'auto' or a registered backend ('torch', 'triton'); max_iterations: "
+              "a positive int or None"),
     "ND141": ("parallel='scan'/'matmul' was asked for a neuron without a parallel form (nonlinear charge or "
               "reset), or exact mode with smooth=True", "use parallel='sequential' (or 'auto')"),
     "ND131": ("a surrogate given only by its gradient was asked to learn alpha, or used in smooth mode",
@@ -136,6 +140,9 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "ND202": ("generated code would contain a non-finite constant", "check for divisions by zero"),
     "ND203": ("a function has no printer for the chosen backend", "use a supported function"),
     "ND204": ("a where/Piecewise has no default branch", "use nd.where(cond, a, b)"),
+    "ND205": ("a backend's template and its context builder disagree on the names the template uses (a defect "
+              "in a backend, caught before any code is generated)", "declare every name the template reads in its "
+                                                                   "`{#- uses: ... -#}` header and build exactly those"),
     # backends
     "ND301": ("backend='triton' was requested but triton is not installed", "pip install triton"),
     "ND302": ("backend='triton' on CPU tensors without the Triton interpreter",
@@ -143,6 +150,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "ND303": ("backend='triton' on a device other than CPU or CUDA", "use backend='torch'"),
     "ND304": ("a torch op was called with a kernel key no layer registered in this process (e.g. a compiled "
               "graph loaded into a fresh process)", "run or build the layer once in this process first"),
+    "ND305": ("backend= names no registered backend", "use 'auto' or one of kernels_gen.backends.names()"),
     # inputs
     "ND401": ("an input has the wrong rank for the step mode", "multi-step: [T, *shape]; single-step: [*shape]"),
     "ND402": ("the number of inputs differs from charge's arguments", "call layer(x) or layer(x, y) as declared"),
@@ -156,6 +164,9 @@ CATALOGUE: dict[str, tuple[str, str]] = {
               "call layer.reset_state() (or neurodsl.reset_states(model)) between batches"),
     "ND409": ("parallel='matmul' where the recurrence matrix A has a per-neuron parameter or depends on the input",
               "use parallel='scan' (or 'auto')"),
+    "ND410": ("`state=` names something that is no state, or gives a value that is not a number or a floating tensor "
+              "broadcasting against the per-step shape; or `layer.<state> = value` with a value that is neither",
+              "pass state={name: tensor} with the layer's state names (layer.spec.states), or call reset_state()"),
     # NIR exchange (neurodsl.nir_io.NIRError)
     "ND501": ("to_nir met something NIR cannot represent: a module or neuron without a NIR node (e.g. ALIF, "
               "nn.ReLU), a soft reset, nn.Conv2d outside SeqToBatch, a Flatten over time/batch, a Linear on "

@@ -19,20 +19,19 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import math
 import numbers
 
 import sympy as sp
 import torch
 
-from kernels_gen.functions import sigmoid as _sym_sigmoid
+from kernels_gen.functions import REGISTRY
 
 __all__ = ["exp", "log", "sqrt", "sigmoid", "tanh", "relu", "clamp", "minimum", "maximum", "where", "eq", "ne",
            "erf", "erfc", "atan", "sin", "cos", "SUPPORTED_FUNCTIONS", "CaptureProblem", "capturing"]
 
-#: sympy function classes a spec may contain (printable on every backend).
-SUPPORTED_FUNCTIONS = frozenset({"exp", "log", "sigmoid", "tanh", "Abs", "Max", "Min", "Piecewise", "erf", "erfc",
-                                 "atan", "sin", "cos", "sign", "Heaviside"})
+#: sympy function classes a spec may contain: those of the function registry (kernels_gen.functions), which
+#: every backend prints.
+SUPPORTED_FUNCTIONS = frozenset(f.sympy_class for f in REGISTRY.values())
 
 _CAPTURING = contextvars.ContextVar("neurodsl_capturing", default=False)
 
@@ -88,16 +87,13 @@ def _unary(name, sym_fn, torch_fn, float_fn):
     return fn
 
 
-exp = _unary("exp", sp.exp, torch.exp, math.exp)
-log = _unary("log", sp.log, torch.log, math.log)
-sqrt = _unary("sqrt", sp.sqrt, torch.sqrt, math.sqrt)
-sigmoid = _unary("sigmoid", _sym_sigmoid, torch.sigmoid, lambda x: 1.0 / (1.0 + math.exp(-x)))
-tanh = _unary("tanh", sp.tanh, torch.tanh, math.tanh)
-erf = _unary("erf", sp.erf, torch.erf, math.erf)
-erfc = _unary("erfc", sp.erfc, torch.erfc, math.erfc)
-atan = _unary("atan", sp.atan, torch.atan, math.atan)
-sin = _unary("sin", sp.sin, torch.sin, math.sin)
-cos = _unary("cos", sp.cos, torch.cos, math.cos)
+def _from_registry(name):
+    entry = REGISTRY[name]
+    return _unary(name, entry.build, entry.tensor, entry.number)
+
+
+exp, log, sqrt, sigmoid, tanh, erf, erfc, atan, sin, cos = map(
+    _from_registry, ("exp", "log", "sqrt", "sigmoid", "tanh", "erf", "erfc", "atan", "sin", "cos"))
 
 
 def relu(x):
@@ -126,9 +122,9 @@ def _binary(name, sym_fn, torch_fn, float_fn):
     return fn
 
 
-minimum = _binary("minimum", sp.Min, torch.minimum, min)
+minimum = _binary("minimum", REGISTRY["minimum"].build, REGISTRY["minimum"].tensor, REGISTRY["minimum"].number)
 minimum.__doc__ = "Elementwise minimum; at a tie the gradient splits equally (Heaviside(0) = 1/2, as derived)."
-maximum = _binary("maximum", sp.Max, torch.maximum, max)
+maximum = _binary("maximum", REGISTRY["maximum"].build, REGISTRY["maximum"].tensor, REGISTRY["maximum"].number)
 maximum.__doc__ = "Elementwise maximum; at a tie the gradient splits equally (Heaviside(0) = 1/2, as derived)."
 eq = _binary("eq", sp.Eq, torch.eq, lambda a, b: a == b)
 eq.__doc__ = ("The condition ``a == b`` for :func:`where` (Python's ``==`` on symbols compares formulas, "

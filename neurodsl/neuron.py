@@ -31,7 +31,7 @@ from .analysis import KernelOptions, analyse, classify_as_written
 from .analysis.derive import ALPHA
 from .compiler import compile_spec
 from .errors import InputError, Problem, SpecError
-from .spec import Param, State, capture
+from .spec import Param, State, capture, check_class_variants
 
 #: Attributes every instance sets (tests/test_shapes_modes.py checks the list against a real instance); with
 #: the class's and nn.Module's attributes they are the names a state or parameter may not take.
@@ -90,6 +90,9 @@ class Neuron(nn.Module):
     """
 
     variants: dict = {}
+    #: Constructor arguments that make every term of the equations matter in checks against the reference
+    #: loop (neurodsl.testing, ``neurodsl check``): e.g. Izhikevich's a, b, whose default 0 hides W's terms.
+    check_kwargs: dict = {}
 
     # -- class creation: capture and validate -----------------------------
     def __init_subclass__(cls, **kwargs):
@@ -122,6 +125,7 @@ class Neuron(nn.Module):
                                      "attribute") for n in clashes])
         if "charge" not in equations:
             return  # an abstract base without equations
+        check_class_variants(cls)  # before a variant is selected (that hashes its values)
         for combo in itertools.islice(itertools.product(*cls.variants.values()), 16):
             cls.variant_spec(**dict(zip(cls.variants, combo)))
         cls.spec = cls.variant_spec()
@@ -215,8 +219,10 @@ class Neuron(nn.Module):
         name = type(self).__name__
         if not isinstance(value, sg.Surrogate):
             raise SpecError([Problem("ND132", name, "surrogate", "surrogate", f"{value!r} is no surrogate")])
-        if self.smooth and not value.has_primitive:
-            raise SpecError([Problem("ND131", name, "surrogate", "smooth", "smooth mode needs a primitive")])
+        if self.smooth and not value.is_step():
+            raise SpecError([Problem("ND131", name, "surrogate", "smooth", f"smooth mode emits the surrogate's "
+                                     f"primitive as the spike, which must rise from 0 to 1; {value!r} has "
+                                     f"{'no primitive' if not value.has_primitive else 'one that does not'}")])
         old = self._parameters.pop("surrogate_alpha", None)
         old = self._buffers.pop("surrogate_alpha", old)
         alpha = torch.tensor(value.alpha, dtype=torch.float32, device=None if old is None else old.device)

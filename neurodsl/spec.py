@@ -54,8 +54,8 @@ class State(_Declaration):
 
     lookup = "state_value"
 
-    def __init__(self, default: float | str = 0.0, doc: str = ""):
-        self.default, self.doc, self.name = real_default(default), doc, ""
+    def __init__(self, default: float | str = 0.0):
+        self.default, self.name = real_default(default), ""
 
     def __repr__(self):
         return f"State({self.default!r})"
@@ -70,8 +70,8 @@ class Param(_Declaration):
 
     lookup = "param_value"
 
-    def __init__(self, default: float, learnable: bool = False, doc: str = ""):
-        self.default, self.learnable, self.doc, self.name = real_default(default), learnable, doc, ""
+    def __init__(self, default: float, learnable: bool = False):
+        self.default, self.learnable, self.name = real_default(default), learnable, ""
 
     def __repr__(self):
         return f"Param({self.default!r}, learnable={self.learnable})"

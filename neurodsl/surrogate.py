@@ -50,6 +50,14 @@ class Surrogate:
         """g(u; alpha), a smooth step from 0 to 1; works on sympy and torch. Subclasses define it."""
         raise TypeError(f"{type(self).__name__} defines no primitive")
 
+    def is_step(self) -> bool:
+        """Whether the primitive rises from 0 to 1 (what smooth mode emits as spikes); SuperSpike's does not."""
+        if not self.has_primitive:
+            return False
+        far = torch.tensor([-1e4, 1e4], dtype=torch.float64)
+        ends = self.primitive(far, torch.tensor(self.alpha, dtype=torch.float64))
+        return bool(abs(float(ends[0])) < 1e-3 and abs(float(ends[1]) - 1.0) < 1e-3)
+
     def gradient(self, u, alpha):
         """dg/du; for a surrogate with a primitive, sympy's derivative of it."""
         return sp.diff(self.primitive(u, alpha), u)
@@ -117,7 +125,10 @@ class SoftSign(Surrogate):
 
 
 class SuperSpike(Surrogate):
-    """Fast sigmoid (Zenke & Ganguli 2018): g = u / (1 + alpha |u|); g' = 1 / (1 + alpha |u|)^2. Default alpha 1."""
+    """Fast sigmoid (Zenke & Ganguli 2018): g = u / (1 + alpha |u|); g' = 1 / (1 + alpha |u|)^2. Default alpha 1.
+
+    g rises from -1/alpha to 1/alpha, not from 0 to 1, so smooth mode refuses it (ND131): a step with this
+    gradient does not exist unless alpha = 2."""
 
     def primitive(self, u, alpha):
         return u / (1 + alpha * abs(u))

@@ -365,6 +365,8 @@ def test_instantiation_errors():
     expect(nd.SpecError, "ND131", lambda: nd.surrogate.Custom(gradient=lambda u, a: a, learnable=True))
     expect(nd.SpecError, "ND131",
            lambda: zoo.LIF(smooth=True, surrogate=nd.surrogate.Custom(gradient=lambda u, a: a / (1 + u * u))))
+    # SuperSpike's primitive rises from -1/alpha to 1/alpha: smooth "spikes" were negative (-0.63 for -0.5)
+    expect(nd.SpecError, "ND131", lambda: zoo.LIF(smooth=True, surrogate=nd.surrogate.SuperSpike()))
     expect(nd.SpecError, "ND132", lambda: zoo.LIF(surrogate="atan"))
     expect(nd.SpecError, "ND132", lambda: nd.surrogate.Custom())
     expect(nd.SpecError, "ND132", lambda: nd.surrogate.Custom(primitive=lambda u, a: u, gradient=lambda u, a: a))
@@ -404,7 +406,8 @@ def test_codegen_errors(printer):
 # -- ND3xx: backends ------------------------------------------------------------------------------------
 def test_nd301_triton_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "triton", None)  # `import triton` now raises ImportError
-    expect(nd.BackendError, "ND301", ops._require_triton)
+    from kernels_gen import backends
+    expect(nd.BackendError, "ND301", lambda: backends.check("triton", torch.device("cpu")))
 
 
 def test_nd302_in_process(monkeypatch):
@@ -442,6 +445,51 @@ def test_nd303_other_device():
     expect(nd.BackendError, "ND303", lambda: ops.check_backend("triton", torch.device("meta")))
     layer = zoo.LIF(backend="triton").to("meta")
     expect(nd.BackendError, "ND303", lambda: layer(torch.rand(2, 3, device="meta")))
+
+
+@covers('ND305')
+def test_nd305_unknown_backend_name():
+    from kernels_gen import backends
+    expect(nd.BackendError, "ND305", lambda: backends.get("cuda"))
+
+
+@covers('ND205')
+def test_nd205_template_and_context_disagree():
+    from kernels_gen import backends
+    from kernels_gen.backends import base
+    from neurodsl.analysis import derive_plan
+    backend = backends.get("torch")
+    plan = derive_plan(zoo.LIF.spec, zoo.LIF().kernel_options())
+    context = backend.context(plan, "k", "LIF")
+    env = base.environment(str(backend.folder))
+    expect(CodegenError, "ND205", lambda: base.render_template(env, backend.template, {**context, "stray": 1}))
+
+
+@covers('ND410')
+def test_nd410_state_argument_and_assignment():
+    layer = zoo.ALIF()
+    x = torch.rand(3, 2, 4)
+    expect(nd.InputError, "ND410", lambda: layer(x, state={"vv": torch.zeros(2, 4)}))
+    expect(nd.InputError, "ND410", lambda: layer(x, state={"v": torch.zeros(3)}))
+    expect(nd.InputError, "ND410", lambda: setattr(layer, "v", "zero"))
+
+
+@covers("ND801", "ND802", "ND803", "ND804", "ND805", "ND806", "ND807")
+def test_usage_errors(tmp_path):
+    from neurodsl import cli
+    from neurodsl.errors import UsageError
+    from neurodsl.testing import CheckResult, fuzzing
+    (tmp_path / "exits.py").write_text("import sys\nsys.exit(0)\n")
+    (tmp_path / "imports.py").write_text("from neurodsl.zoo import LIF\n")
+    expect(UsageError, "ND801", lambda: cli.load_neuron(str(tmp_path / "missing.py")))
+    expect(UsageError, "ND802", lambda: cli.load_neuron(str(tmp_path / "exits.py")))
+    expect(UsageError, "ND803", lambda: cli.load_neuron(str(tmp_path / "imports.py")))
+    parse = fuzzing._parser().parse_args
+    expect(UsageError, "ND804", lambda: fuzzing.validate(parse(["--examples", "0"])))
+    expect(UsageError, "ND805", lambda: fuzzing.validate(parse(["--out", str(tmp_path / "no" / "x.json")])))
+    expect(UsageError, "ND806", lambda: CheckResult(neurons=1, steps=1, skipped="x").assert_ok())
+    if not torch.cuda.is_available():
+        expect(UsageError, "ND807", lambda: fuzzing.validate(parse(["--device", "cuda"])))
 
 
 # -- ND4xx: inputs ----------------------------------------------------------------------------------------

@@ -103,6 +103,15 @@ def test_gradcheck_smooth_surrogates(sg_cls):
     gradcheck_layer(smooth_layer(zoo.ALIF, surrogate=sg_cls(learnable=True)))
 
 
+def test_smooth_spikes_stay_between_0_and_1_for_every_step_surrogate():
+    x = torch.linspace(-3, 3, 40, dtype=torch.float64)[:, None] * torch.ones(1, 3, dtype=torch.float64)
+    for sg_cls in nd.surrogate.ALL:
+        if not sg_cls().is_step():
+            continue
+        spikes = smooth_layer(zoo.LIF, surrogate=sg_cls())(x)
+        assert bool(((spikes >= 0) & (spikes <= 1)).all()), sg_cls.__name__
+
+
 def test_smooth_module_matches_smooth_reference():
     layer = smooth_layer(zoo.Izhikevich)
     x = 0.8 + 0.5 * torch.randn(5, 4, dtype=torch.float64)

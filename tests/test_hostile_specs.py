@@ -486,8 +486,6 @@ def test_variant_declarations_checked_directly(variants):
     rejects("ND119", lambda: check_class_variants(Host))
 
 
-@pytest.mark.xfail(strict=True, reason="needs nd.Neuron.__init_subclass__ to call spec.check_class_variants "
-                                       "before it selects a variant")
 @pytest.mark.parametrize("variants", [{"mode": ([1], [2])}, {"mode": ()}, [("mode", ("a", "b"))]],
                          ids=["unhashable", "empty", "not-a-dict"])
 def test_variant_declarations_fail_typed_at_definition(variants):

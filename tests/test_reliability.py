@@ -204,7 +204,7 @@ def _nonfinite_input(T=6, N=10, seed=0):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cls", [zoo.LIF, zoo.ALIF, zoo.Izhikevich, zoo.CubaLIF], ids=lambda c: c.__name__)
 def test_nan_inf_propagate_as_in_reference(cls, backend):
-    kw = dict(a=0.5, b=0.2) if cls is zoo.Izhikevich else {}
+    kw = dict(getattr(cls, "check_kwargs", {}))
     layer = cls(backend=backend, store_state_seqs=True, **kw)
     x = _nonfinite_input()
     spikes = layer(x)
@@ -355,7 +355,7 @@ def test_lif_with_more_than_2_31_elements_on_gpu(backward):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cls", [zoo.ALIF, zoo.Izhikevich, TwoIn], ids=lambda c: c.__name__)
 def test_repeated_runs_are_bitwise_identical(cls, backend):
-    kw = dict(a=0.5, b=0.2) if cls is zoo.Izhikevich else {}
+    kw = dict(getattr(cls, "check_kwargs", {}))
     learn = cls.spec.params[:2]
     vec = {cls.spec.params[0]: torch.linspace(1.5, 3.0, 20).reshape(4, 5)}
 
@@ -382,7 +382,7 @@ def test_repeated_runs_are_bitwise_identical(cls, backend):
 def test_low_precision_equals_fp32_run_on_rounded_inputs(cls, dtype, backend):
     """fp16/bf16 inputs compute in fp32: identical to an fp32 run on x.float(); only the input
     gradient is rounded to the input dtype (upstream gradients representable in ``dtype``)."""
-    kw = dict(a=0.5, b=0.2) if cls is zoo.Izhikevich else {}
+    kw = dict(getattr(cls, "check_kwargs", {}))
     layer = cls(backend=backend, learnable=cls.spec.params[:2], store_state_seqs=True, **kw)
     xs = require_safe_inputs(layer, 6, (3, 5), seed=13, dtype=dtype)
     gen = torch.Generator().manual_seed(3)

@@ -83,8 +83,8 @@ def test_single_step_takes_per_step_shape():
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_carrying_state_across_calls_equals_one_long_call(backend):
-    layer = zoo.Izhikevich(backend=backend, a=0.5, b=0.2, learnable=("a", "b"))
-    long = zoo.Izhikevich(backend=backend, a=0.5, b=0.2, learnable=("a", "b"))
+    layer = zoo.Izhikevich(backend=backend, learnable=("a", "b"), **zoo.Izhikevich.check_kwargs)
+    long = zoo.Izhikevich(backend=backend, learnable=("a", "b"), **zoo.Izhikevich.check_kwargs)
     (x,) = require_safe_inputs(layer, 7, (2, 5), seed=3)
     xa = x.clone().requires_grad_()
     xb = x.clone().requires_grad_()
@@ -139,7 +139,7 @@ def test_reset_state_allows_a_new_batch_shape():
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 @pytest.mark.parametrize("cls", [zoo.ALIF, zoo.CubaLIF, zoo.Izhikevich, TwoInput], ids=lambda c: c.__name__)
 def test_store_state_seqs_values_and_gradients(cls, backend):
-    kw = dict(a=0.5, b=0.2) if cls is zoo.Izhikevich else {}
+    kw = dict(getattr(cls, "check_kwargs", {}))
     layer = cls(backend=backend, store_state_seqs=True, learnable=cls.spec.params[:2], **kw)
     xs = require_safe_inputs(layer, 5, (2, 3), seed=4)
     _, states, grads = compare(layer, *xs)  # weights on every step of every state sequence
