@@ -95,7 +95,11 @@ def _(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(b)
 
 
-_SCANS = {"torch": _doubling_scan, "triton": triton_scan}
+_SCANS = {"triton": triton_scan}  # a backend without a scan of its own uses the doubling scan (plain torch)
+
+
+def _scan_of(backend: str):
+    return _SCANS.get(backend, _doubling_scan)
 
 
 class _Scan(torch.autograd.Function):
@@ -104,7 +108,7 @@ class _Scan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, A, b, v0, backend):
-        V = _SCANS[backend](A, b, v0)
+        V = _scan_of(backend)(A, b, v0)
         ctx.save_for_backward(A, V, v0)
         ctx.backend = backend
         return V
@@ -115,7 +119,7 @@ class _Scan(torch.autograd.Function):
         At = A.transpose(-1, -2)
         # reversed time u = T-1-t: λ'_u = A_{t+1}^T λ'_{u-1} + g'_u; the u = 0 coefficient meets λ = 0
         coeff = torch.cat([At[:1], At[1:].flip(0)])
-        lam = _SCANS[ctx.backend](coeff, grad_V.flip(0).contiguous(), torch.zeros_like(v0)).flip(0)
+        lam = _scan_of(ctx.backend)(coeff, grad_V.flip(0).contiguous(), torch.zeros_like(v0)).flip(0)
         prev = torch.cat([v0[None], V[:-1]])
         grad_A = lam[..., :, None] * prev[..., None, :] if ctx.needs_input_grad[0] else None
         grad_v0 = torch.einsum("nji,nj->ni", A[0], lam[0]) if ctx.needs_input_grad[2] else None
@@ -242,7 +246,7 @@ class CompiledParallel:
                 g_raw, c_raw = mod.reset_coefficients(spikes, *params)
                 G = _field(g_raw, T, n, mod.K, spikes, mod.K)
                 c = _field(c_raw, T, n, mod.K, spikes, 0)
-                V = _SCANS[backend](G @ A, torch.einsum("tnij,tnj->tni", G, b) + c, v0)
+                V = _scan_of(backend)(G @ A, torch.einsum("tnij,tnj->tni", G, b) + c, v0)
                 prev = torch.cat([v0[None], V[:-1]])
                 H = torch.einsum("tnij,tnj->tni", A, prev) + b
                 fire = mod.fire(*[H[..., i] for i in range(mod.K)], *params)
