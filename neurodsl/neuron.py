@@ -413,7 +413,7 @@ def section(text: str, kind: str) -> str:
     head, _, rest = text.partition("# ---- forward ----")
     forward, _, backward = rest.partition("# ---- backward ----")
     if kind == "forward":
-        return head + "# ---- forward ----" + forward
+        return head + "# ---- forward ----" + forward.rstrip() + "\n"
     if kind == "backward":
         return head + "# ---- backward ----" + backward
     raise ValueError("kind must be 'forward', 'backward' or 'all'")

@@ -26,6 +26,7 @@ import inspect
 import math
 import numbers
 import textwrap
+import tokenize
 
 import sympy as sp
 import torch
@@ -331,8 +332,10 @@ def _equality_tests(fn) -> tuple:
     """``(source text, self.<attrs> read, names read)`` of each ==/!= comparison in ``fn`` (parsed once)."""
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
-    except (OSError, TypeError, SyntaxError):
-        return ()  # no source (exec, lambdas inside expressions): the checks on results still apply
+    except (OSError, TypeError, SyntaxError, tokenize.TokenError):
+        # no source, or a file that is not this code's (exec, notebooks, lambdas inside expressions): the checks
+        # on results (the tensor cross-check) still apply
+        return ()
     funcs = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == fn.__name__]
     if not funcs or not funcs[0].args.args:
         return ()

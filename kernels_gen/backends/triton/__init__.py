@@ -50,7 +50,7 @@ def kernel_context(plan: KernelPlan, key: str, label: str) -> dict:
         fwd_args=n.prev + n.inputs + n.params, fwd_body=print_program(plan.forward, printer),
         fwd_returns=[SPIKE] + n.new + n.saved,
         fwd_kernel_args=[ptr(x) for x in n.inputs] + [ptr(i) for i in init] + [ptr(p) for p in n.params]
-        + ["spike_ptr"] + [ptr(o) for o in out] + [ptr(s) for s in save],
+        + ["ptr_spike"] + [ptr(o) for o in out] + [ptr(s) for s in save],
         param_loads=param_loads,
         init_loads=[f"{v} = tl.load({ptr(i)} + offs, mask=mask, other=0.0).to({compute})" for v, i in zip(n.prev, init)],
         input_loads=[loaded(x, "idx") for x in n.inputs],
@@ -61,7 +61,7 @@ def kernel_context(plan: KernelPlan, key: str, label: str) -> dict:
         prev_returns=n.prev_states, prev_call_args=prev_saved + n.params,
         bwd_args=n.saved + n.prev_states + n.needed_inputs + n.params + ["gspike"] + n.grad_new,
         bwd_body=print_program(plan.backward, printer), bwd_returns=n.grad_prev + n.grad_inputs + n.grad_params,
-        bwd_kernel_args=["gspike_ptr"] + [ptr(g) for g in gout] + [ptr(s) for s in save]
+        bwd_kernel_args=["ptr_gspike"] + [ptr(g) for g in gout] + [ptr(s) for s in save]
         + [ptr(x) for x in n.needed_inputs] + [ptr(i) for i in prev_init] + [ptr(p) for p in n.params]
         + [ptr(g) for g in n.grad_inputs] + [ptr(g) for g in ginit] + [ptr(a) for a in acc],
         prev_init_loads=[f"{i} = tl.load({ptr(i)} + offs, mask=mask, other=0.0).to({compute})" for i in prev_init],
