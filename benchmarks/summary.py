@@ -89,9 +89,11 @@ def junit_counts(path: Path) -> dict | None:
 
 
 def campaign_counts(outdir: Path, log: str = "") -> dict | None:
-    data = _json(outdir / "campaign.json")
-    if data and "drawn" in data:
-        return {k: data.get(k, 0) for k in ("drawn", "compared", "failed", "skipped")}
+    """Counts of campaign.json, or the sum over campaign-<i>.json (a campaign split over processes)."""
+    parts = [_json(p) for p in sorted(outdir.glob("campaign*.json"))]
+    parts = [d for d in parts if d and "drawn" in d]
+    if parts:
+        return {k: sum(d.get(k, 0) for d in parts) for k in ("drawn", "compared", "failed", "skipped")}
     text = (outdir / log).read_text(errors="replace") if log and (outdir / log).is_file() else ""
     found = _CAMPAIGN_LINE.findall(text)
     if found:

@@ -9,8 +9,8 @@
 #   wheels          (with WHEELDIR) pip install --no-index --no-deps --target OUTDIR/site WHEELDIR/*.whl
 #   env             env.json: GPU, driver, python / torch / triton / SpikingJelly versions, commit
 #   tests_gpu       real-Triton tests (tests/test_gpu.py, TRITON_INTERPRET=0), junit tests_gpu.xml
-#   tests_cuda      CUDA cases of tests/test_compile.py and tests/test_parallel.py, junit tests_cuda.xml
-#   campaign        random-spec campaign on the GPU, campaign.json   (runs beside the tests)
+#   tests_cuda      tests/test_compile.py and tests/test_parallel.py on this torch: torch-backend and CUDA cases
+#   campaign        random-spec campaign on the GPU in parallel processes, campaign-<i>.json (beside the tests)
 #   bench           the GPU benchmark suite, bench/bench-gpu-cuda.{json,csv}
 #   summary         one screen: printed and written to summary.txt
 # Every step runs even if an earlier one failed; the exit code is non-zero if any step failed.
@@ -34,8 +34,8 @@ EXAMPLES="${NEURODSL_GPU_CHECK_EXAMPLES:-60}"
 BENCH_BUDGET="${NEURODSL_GPU_CHECK_BENCH_BUDGET_S:-150}"
 T_ENV="${NEURODSL_GPU_CHECK_ENV_S:-20}"
 T_WHEELS="${NEURODSL_GPU_CHECK_WHEELS_S:-45}"
-T_TESTS="${NEURODSL_GPU_CHECK_TESTS_S:-170}"
-T_CUDA="${NEURODSL_GPU_CHECK_CUDA_TESTS_S:-40}"
+T_TESTS="${NEURODSL_GPU_CHECK_TESTS_S:-150}"
+T_CUDA="${NEURODSL_GPU_CHECK_CUDA_TESTS_S:-60}"
 T_CAMPAIGN="${NEURODSL_GPU_CHECK_CAMPAIGN_S:-210}"
 T_BENCH="${NEURODSL_GPU_CHECK_BENCH_S:-185}"
 T_SUMMARY="${NEURODSL_GPU_CHECK_SUMMARY_S:-15}"
@@ -93,14 +93,24 @@ step env "$T_ENV" env.log - -- "$PY" -m benchmarks env --out "$OUT/env.json"
 tests() {
     step tests_gpu "$T_TESTS" tests_gpu.log tests_gpu.xml -- "${PYTEST[@]}" tests/test_gpu.py \
         -k "not in_subprocess" --junitxml "$OUT/tests_gpu.xml"
-    # CUDA cases only (marked gpu or named cuda); none selected is exit 5, not a failure
+    # torch.compile and the parallel forms on this machine's own torch: the torch-backend cases (which run on the
+    # CPU without the interpreter; compiled gradients differed between torch versions before) and any CUDA case
     step tests_cuda "$T_CUDA" tests_cuda.log tests_cuda.xml -- "${PYTEST[@]}" tests/test_compile.py \
-        tests/test_parallel.py -k "cuda or gpu" --junitxml "$OUT/tests_cuda.xml"
+        tests/test_parallel.py -k "not triton or cuda or gpu" --junitxml "$OUT/tests_cuda.xml"
 }
 # The tests and the campaign check correctness (timings are not taken): they share the GPU.
 tests &
-step campaign "$T_CAMPAIGN" campaign.log - -- "$PY" -m neurodsl.testing --examples "$EXAMPLES" --backend triton \
-    --device "$DEVICE" --out "$OUT/campaign.json"
+# Each drawn spec compiles new kernels (seconds of Triton JIT on one CPU core): the draws are split over
+# CAMPAIGN_PROCS processes with distinct seeds, one campaign-<i>.json each (the summary adds them up).
+export PY OUT DEVICE CAMPAIGN_PROCS="${NEURODSL_GPU_CHECK_CAMPAIGN_PROCS:-4}"
+export PER_PROC=$(( (EXAMPLES + CAMPAIGN_PROCS - 1) / CAMPAIGN_PROCS ))
+step campaign "$T_CAMPAIGN" campaign.log - -- bash -c 'rc=0; pids=()
+    for i in $(seq 0 $((CAMPAIGN_PROCS - 1))); do
+        "$PY" -m neurodsl.testing --examples "$PER_PROC" --backend triton --device "$DEVICE" --seed $((1000 + i)) \
+            --out "$OUT/campaign-$i.json" & pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p" || rc=1; done
+    exit $rc'
 wait
 # The benchmark runs alone on the GPU.
 step bench "$T_BENCH" bench.log - -- "$PY" -m benchmarks run --suite gpu --device "$DEVICE" \

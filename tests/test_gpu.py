@@ -142,3 +142,60 @@ def test_torch_compile_parallel_forms_on_cuda(make, parallel):
     assert xe.grad.abs().max() > 0 and eager.tau.grad.abs() > 0
     torch.testing.assert_close(xc.grad, xe.grad)
     torch.testing.assert_close(layer.tau.grad, eager.tau.grad)
+
+
+# -- host side: no synchronisation, CUDA graphs, reduce-overhead -----------------------------------------------
+
+@compiled_only
+def test_training_step_never_synchronises():
+    """Forward, backward and an SGD step issue no device->host synchronisation (the call path reads no values)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(32, 256), zoo.ALIF(learnable=("tau", "beta")),
+                              torch.nn.Linear(256, 8), zoo.LIF()).cuda()
+    opt = torch.optim.SGD(net.parameters(), lr=1e-2)
+    x = torch.randn(16, 4, 32, device="cuda") * 3
+    for warm in (True, False):  # the first call compiles and loads kernels (file reads): not under the check
+        nd.reset_states(net)
+        torch.cuda.set_sync_debug_mode(0 if warm else "error")
+        try:
+            loss = net(x).sum()
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+
+
+@compiled_only
+def test_layer_call_captures_in_a_cuda_graph():
+    layer = zoo.LIF(learnable=("tau",)).cuda()
+    static_x = torch.rand(8, 4096, device="cuda") * 2
+    with torch.no_grad():
+        expected = layer(static_x).clone()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                layer.reset_state()
+                layer(static_x)                       # warm-up on a side stream, as CUDA graphs require
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        layer.reset_state()
+        with torch.cuda.graph(graph):
+            static_out = layer(static_x)
+        static_x.copy_(torch.rand(8, 4096, device="cuda") * 2)
+        graph.replay()
+        layer.reset_state()
+        assert torch.equal(static_out, layer(static_x))
+        assert not torch.equal(static_out, expected)  # the replay used the new input
+
+
+@compiled_only
+def test_reduce_overhead_mode_matches_eager():
+    torch.manual_seed(0)
+    layer, eager = zoo.ALIF(learnable=("tau",)).cuda(), zoo.ALIF(learnable=("tau",)).cuda()
+    compiled = torch.compile(layer, mode="reduce-overhead")
+    for _ in range(4):
+        x = torch.rand(8, 4, 512, device="cuda") * 2
+        layer.reset_state(), eager.reset_state()
+        assert torch.equal(compiled(x).clone(), eager(x))
