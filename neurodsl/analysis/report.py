@@ -45,11 +45,17 @@ class AnalysisReport:
     as_written: ResetVerdict
 
     def bytes_per_neuron_step(self, io_bytes: int = 4, compute_bytes: int = 4) -> dict[str, int]:
+        """Bytes the fused kernels move per neuron and step, by mode: ``inference`` (inputs in, spikes out),
+        ``forward`` (training: also the saved charged values), ``backward`` (spike gradient and saved values
+        in, re-read inputs, input gradients out) and ``total`` = forward + backward. ``io_bytes``: the
+        inputs' dtype (2 for fp16/bf16), ``compute_bytes``: the saved values' (4, or 8 for fp64). The time
+        floor is these bytes over the device's copy bandwidth (the benchmark prints it next to each row)."""
         p = self.plan
-        forward = io_bytes * (len(p.inputs) + 1) + compute_bytes * len(p.saved_states)
-        backward = (io_bytes + compute_bytes * len(p.saved_states) + io_bytes * len(p.needed_inputs)
-                    + compute_bytes * len(p.inputs))
-        return {"forward": forward, "backward": backward, "total": forward + backward}
+        inference = io_bytes * (len(p.inputs) + 1)
+        forward = inference + compute_bytes * len(p.saved_states)
+        backward = io_bytes + compute_bytes * len(p.saved_states) + io_bytes * len(p.needed_inputs) \
+            + io_bytes * len(p.inputs)
+        return {"inference": inference, "forward": forward, "backward": backward, "total": forward + backward}
 
     def __str__(self) -> str:
         s, p = self.spec, self.plan
@@ -68,8 +74,8 @@ class AnalysisReport:
         lines.append("    recomputed: fire, spike" + (f", {', '.join(x + '[t-1]' for x in p.prev_states)} "
                                                       "from H[t-1]" if p.prev_states else ""))
         b = self.bytes_per_neuron_step()
-        lines += ["", f"Bytes per neuron-step (fp32): forward {b['forward']}, backward {b['backward']}, "
-                      f"total {b['total']}"]
+        lines += ["", f"Bytes per neuron-step (fp32): inference {b['inference']}, training forward {b['forward']}, "
+                      f"backward {b['backward']}, total {b['total']}"]
         lines += ["", "Parallel forms:",
                   "    reset-free dynamics: " + self.linearity.explain(),
                   "    as written: " + self.as_written.explain()]
