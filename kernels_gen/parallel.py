@@ -2,13 +2,16 @@
 
 Given the generated coefficient module of a :class:`~kernels_gen.plan.ParallelPlan`:
 
-* :func:`scan` — log-depth (Hillis–Steele) scan of V_t = A_t V_{t-1} + b_t over [T, N, k];
-* :func:`matmul` — one T×T (block) lower-triangular GEMM when A is the same for every t and neuron;
+* :func:`scan` — V_t = A_t V_{t-1} + b_t over [T, N, k]: on 'triton' the generated chunked kernels (chunks
+  of time x blocks of neurons: summaries, carries, replay), elsewhere the torch scans of
+  :mod:`kernels_gen.scans` (doubling for short sequences, chunked above);
+* :func:`matmul` — block lower-triangular GEMMs when A is the same for every t and neuron;
 * :func:`solve_exact` — neurons with reset: iterate "scan, then threshold" from s = 0 until the spike
   train stops changing (a causal fixed point: exact after at most T + 1 passes).
 
 Everything but the Triton scan is plain torch, so it runs on CPU and CUDA, autograd differentiates it and
-torch.compile traces it; the Triton scan is the custom op ``neurodsl::triton_scan``, opaque to Dynamo.
+torch.compile traces it; the Triton scan and its adjoint are the custom ops ``neurodsl::triton_scan`` and
+``neurodsl::triton_scan_adjoint``, opaque to Dynamo.
 
 >>> import torch
 >>> a, b = torch.full((5, 1, 1, 1), 0.5), torch.ones(5, 1, 1)
@@ -22,10 +25,12 @@ from types import ModuleType
 from typing import Callable
 
 import hashlib
+import math
 
 import torch
 
-from . import cache
+from . import cache, scans
+from .scans import gemm_precision  # noqa: F401 - part of this module's interface
 from .versions import version_key
 from .plan import ParallelPlan
 from .registry import Registry
@@ -33,9 +38,20 @@ from .registry import Registry
 
 def _field(values, T: int, n: int, k: int, like: torch.Tensor, rows: int) -> torch.Tensor:
     """Coefficients (floats, [1], [N] or [T, N] tensors) stacked into [T, N, rows, k] (or [T, N, k])."""
+    if rows == 0 and k == 1 and isinstance(values[0], torch.Tensor) and values[0].dtype == like.dtype:
+        return values[0].expand(T, n)[..., None]                  # one state: a view, no copy
     out = [torch.as_tensor(v, dtype=like.dtype, device=like.device).expand(T, n) for v in values]
     stacked = torch.stack(out, dim=-1)
     return stacked.reshape(T, n, rows, k) if rows else stacked
+
+
+def _matrix(values, T: int, n: int, k: int, like: torch.Tensor) -> torch.Tensor:
+    """A as [Ta, Na, k, k]: Ta = 1 unless an entry depends on the input, Na = 1 unless one is per neuron."""
+    shapes = [tuple(v.shape) for v in values if isinstance(v, torch.Tensor)]
+    ta = T if any(len(s) == 2 and s[0] != 1 for s in shapes) else 1
+    na = n if any(len(s) >= 1 and s[-1] != 1 for s in shapes) else 1
+    out = [torch.as_tensor(v, dtype=like.dtype, device=like.device).expand(ta, na) for v in values]
+    return torch.stack(out, dim=-1).reshape(ta, na, k, k)
 
 
 def is_uniform(values) -> bool:
@@ -43,68 +59,143 @@ def is_uniform(values) -> bool:
     return all(not isinstance(v, torch.Tensor) or v.numel() == 1 for v in values)
 
 
-def _doubling_scan(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
-    """V_t = A_t V_{t-1} + b_t by log2(T) Hillis–Steele passes (no autograd bookkeeping)."""
-    T, k = b.shape[0], b.shape[-1]
-    if k == 1:
-        a, c = A[..., 0, 0], b[..., 0]
-        shift = 1
-        while shift < T:
-            c = torch.cat([c[:shift], c[shift:] + a[shift:] * c[:-shift]])
-            a = torch.cat([a[:shift], a[shift:] * a[:-shift]])
-            shift *= 2
-        return (a * v0[:, 0] + c)[..., None]
-    shift = 1
-    while shift < T:
-        b = torch.cat([b[:shift], b[shift:] + torch.einsum("tnij,tnj->tni", A[shift:], b[:-shift])])
-        A = torch.cat([A[:shift], torch.einsum("tnij,tnjk->tnik", A[shift:], A[:-shift])])
-        shift *= 2
-    return torch.einsum("tnij,nj->tni", A, v0) + b
+# -- tiles ----------------------------------------------------------------------------------------------
+def _pow2(x: int) -> int:
+    return 1 << (max(x, 1) - 1).bit_length()
 
 
+def scan_tiles(T: int, n: int, device: torch.device) -> tuple[int, int]:
+    """(neurons per program, steps per chunk) of the Triton chunked scan.
+
+    On a GPU: 128 neurons per program (fewer for small N) and chunks of about sqrt(T) steps (16 to 128), so
+    that T = N = 4096 runs 32 x 64 programs of 64 steps and the carry pass walks 64 chunk summaries. Under
+    the interpreter (CPU tensors): few, large programs (its cost is per program and step).
+    """
+    if device.type == "cpu":
+        return min(4096, max(16, _pow2(n))), min(64, max(16, _pow2(T)))
+    return min(128, max(32, _pow2(n))), min(128, max(16, _pow2(math.isqrt(max(T - 1, 0)) + 1)))
+
+
+#: The torch scan: the doubling scan up to this many steps (few large ops), the chunked scan above.
+TORCH_DOUBLING_MAX_T = 64
+
+
+def torch_chunk(T: int) -> int:
+    """Steps per chunk of the torch chunked scan (about sqrt(T), at least 16)."""
+    return max(16, _pow2(math.isqrt(T)))
+
+
+#: Steps per chunk of the blocked matmul form (a [bt·k, bt·k] tile per GEMM).
+MATMUL_CHUNK = 64
+
+
+def _torch_scan(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
+    T = b.shape[0]
+    if T <= TORCH_DOUBLING_MAX_T:
+        return scans.doubling_scan(A, b, v0)
+    return scans.chunked_scan(A, b, v0, torch_chunk(T))
+
+
+_doubling_scan = scans.doubling_scan  # the reference the tests compare the other scans with
+
+
+# -- the Triton chunked scan ----------------------------------------------------------------------------
 def _scan_module(k: int):
     from .backends.triton import render_scan
     key = hashlib.sha256(f"scan|{k}|{version_key()}".encode()).hexdigest()[:20]
     return cache.load_module(f"scan{k}", key, "triton", lambda: render_scan(k, key))
 
 
-def scan_tiles(T: int, n: int, device: torch.device) -> tuple[int, int]:
-    """(neurons per program, steps per chunk) of the Triton scan: few, large programs under the interpreter
-    (Python cost per program), 128 × 32 tiles on a GPU."""
-    on_cpu = device.type == "cpu"
-    return (min(4096 if on_cpu else 128, max(16, 1 << (n - 1).bit_length())),
-            min(64 if on_cpu else 32, max(16, 1 << (T - 1).bit_length())))
+def _chunked_launch(A, b, init, reverse: bool, V=None, v0=None, grad_a: bool = False):
+    """Run summary, carry and replay kernels; returns (out [T, N, k], dL/dA in A's shape or None)."""
+    T, n, k = b.shape
+    block, bt = scan_tiles(T, n, b.device)
+    nc = -(-T // bt)
+    shape = tuple(A.shape)
+    if shape[0] > 1 and shape[1] == 1 and n > 1:       # one A per step for all neurons: index it per neuron
+        A = A.expand(T, n, k, k)
+    A, b = A.to(b.dtype).contiguous(), b.contiguous()
+    ta, na = A.shape[:2]
+    sa_t, sa_n = (na * k * k if ta > 1 else 0), (k * k if na > 1 else 0)
+    const = ta == 1
+    flags = dict(REVERSE=reverse, A_CONST=const, num_warps=max(1, min(4, block // 32)))
+    mod, grid = _scan_module(k), -(-n // block)
+    pb = b.new_empty((max(nc - 1, 1), n, k))
+    pa = pb if const else b.new_empty((max(nc - 1, 1), n, k, k))
+    if nc > 1:
+        mod.summary_kernel[(grid, nc - 1)](A, b, pa, pb, T, n, sa_t, sa_n, BT=bt, BLOCK=block, **flags)
+    start = b.new_empty((nc, n, k))
+    mod.carry_kernel[(grid,)](A, pa, pb, start if init is None else init.to(b.dtype).contiguous(), start, nc, n,
+                              sa_n, BLOCK=block, HAS_INIT=init is not None, LOG2_BT=bt.bit_length() - 1, **flags)
+    out = b.new_empty((T, n, k))
+    mode = 0 if not grad_a else (2 if const else 1)
+    ga = out if mode == 0 else b.new_empty((T, n, k, k) if mode == 1 else (nc, n, k, k))
+    mod.replay_kernel[(grid, nc)](A, b, start, out, out if V is None else V.contiguous(),
+                                  start if v0 is None else v0.to(b.dtype).contiguous(), ga, T, n, sa_t, sa_n,
+                                  BT=bt, BLOCK=block, GRAD_A=mode, **flags)
+    if mode == 0:
+        return out, None
+    if mode == 2:
+        ga = ga.sum(0, keepdim=True)
+    return out, _reduce_to(ga, shape)
+
+
+def _reduce_to(grad: torch.Tensor, shape: tuple) -> torch.Tensor:
+    """``grad`` summed over the dimensions where ``shape`` has one entry (the broadcast ones)."""
+    dims = [d for d in range(grad.dim()) if shape[d] == 1 and grad.shape[d] != 1]
+    return (grad.sum(dims, keepdim=True) if dims else grad).reshape(shape)
 
 
 def _triton_scan(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
-    """The same recurrence with the generated Triton kernel (tl.associative_scan over chunks, carry between)."""
-    T, n, k = b.shape
-    out = torch.empty(b.shape, dtype=b.dtype, device=b.device)  # contiguous, as the kernel indexes it
-    block, chunk = scan_tiles(T, n, b.device)
-    _scan_module(k).scan_kernel[(-(-n // block),)](A.contiguous(), b.contiguous(), v0.contiguous(), out, T, n,
-                                                    CHUNK=chunk, BLOCK=block)
-    return out
+    """V_t = A_t V_{t-1} + b_t with the generated chunked Triton kernels."""
+    return _chunked_launch(A, b, v0, reverse=False)[0]
 
 
-# An opaque op for torch.compile: Dynamo traces the doubling scan (plain torch) but not a Triton launch.
+def _triton_adjoint(A: torch.Tensor, V: torch.Tensor, v0: torch.Tensor, grad: torch.Tensor,
+                    grad_a: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """λ_t = A_{t+1}^T λ_{t+1} + g_t (reverse time, flipped indexing) and, if asked, dL/dA = Σ λ_t V_{t-1}^T."""
+    lam, ga = _chunked_launch(A, grad, None, reverse=True, V=V, v0=v0, grad_a=grad_a)
+    return lam, (ga if grad_a else lam.new_empty(0))
+
+
+# Opaque ops for torch.compile: Dynamo traces the torch scans (plain torch) but not a Triton launch.
 triton_scan = torch.library.custom_op("neurodsl::triton_scan", _triton_scan, mutates_args=())
+triton_scan_adjoint = torch.library.custom_op("neurodsl::triton_scan_adjoint", _triton_adjoint, mutates_args=())
 
 
 @triton_scan.register_fake
 def _(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
-    return torch.empty_like(b)
+    return b.new_empty(b.shape)
 
 
-_SCANS = {"triton": triton_scan}  # a backend without a scan of its own uses the doubling scan (plain torch)
+@triton_scan_adjoint.register_fake
+def _(A, V, v0, grad, grad_a):
+    return grad.new_empty(grad.shape), A.new_empty(A.shape if grad_a else (0,))
+
+
+_SCANS = {"triton": triton_scan}  # a backend without a scan of its own uses the torch scans
 
 
 def _scan_of(backend: str):
-    return _SCANS.get(backend, _doubling_scan)
+    return _SCANS.get(backend, _torch_scan)
+
+
+def _torch_adjoint(A, V, v0, grad, grad_a: bool):
+    """The adjoint with the torch scan over flipped time; dL/dA reduced to A's shape."""
+    At = A.transpose(-1, -2)
+    # reversed time u = T-1-t: λ'_u = A_{t+1}^T λ'_{u-1} + g'_u; the u = 0 coefficient meets λ = 0
+    coeff = At if A.shape[0] == 1 else torch.cat([At[:1], At[1:].flip(0)])
+    lam = _torch_scan(coeff, grad.flip(0), torch.zeros_like(v0)).flip(0)
+    if not grad_a:
+        return lam, None
+    prev = torch.cat([v0[None], V[:-1]])
+    return lam, _reduce_to(lam[..., :, None] * prev[..., None, :], tuple(A.shape))
 
 
 class _Scan(torch.autograd.Function):
-    """Forward: a scan (doubling in torch, or the Triton kernel). Backward: the reverse recurrence
-    λ_t = g_t + A_{t+1}^T λ_{t+1}, the same scan over flipped time, so memory stays O(T·N·k)."""
+    """Forward: a scan (torch, or the Triton chunked kernels). Backward: the reverse recurrence
+    λ_t = g_t + A_{t+1}^T λ_{t+1} by the same machinery over reversed time, so memory stays O(T·N·k);
+    dL/dA_t = λ_t V_{t-1}^T, summed where A is shared by steps or neurons."""
 
     @staticmethod
     def forward(ctx, A, b, v0, backend):
@@ -116,39 +207,35 @@ class _Scan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_V):
         A, V, v0 = ctx.saved_tensors
-        At = A.transpose(-1, -2)
-        # reversed time u = T-1-t: λ'_u = A_{t+1}^T λ'_{u-1} + g'_u; the u = 0 coefficient meets λ = 0
-        coeff = torch.cat([At[:1], At[1:].flip(0)])
-        lam = _scan_of(ctx.backend)(coeff, grad_V.flip(0).contiguous(), torch.zeros_like(v0)).flip(0)
-        prev = torch.cat([v0[None], V[:-1]])
-        grad_A = lam[..., :, None] * prev[..., None, :] if ctx.needs_input_grad[0] else None
-        grad_v0 = torch.einsum("nji,nj->ni", A[0], lam[0]) if ctx.needs_input_grad[2] else None
-        return grad_A, lam, grad_v0, None
+        need_a = ctx.needs_input_grad[0]
+        if ctx.backend == "triton":
+            lam, grad_A = triton_scan_adjoint(A, V, v0, grad_V.contiguous(), need_a)
+        else:
+            lam, grad_A = _torch_adjoint(A, V, v0, grad_V, need_a)
+        grad_v0 = scans._mv(A[0].transpose(-1, -2), lam[0]) if ctx.needs_input_grad[2] else None
+        return (grad_A if need_a else None), lam, grad_v0, None
 
 
 def scan(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor, backend: str = "torch") -> torch.Tensor:
-    """V_t = A_t V_{t-1} + b_t for A [T, N, k, k], b [T, N, k], v0 [N, k]; returns V [T, N, k].
+    """V_t = A_t V_{t-1} + b_t for b [T, N, k], v0 [N, k] and A broadcastable to [T, N, k, k] (one matrix for
+    every step and/or neuron stays one); returns V [T, N, k].
 
-    ``backend``: 'torch' (log-depth doubling) or 'triton' (generated tl.associative_scan kernel).
-    Differentiable; backward is the reverse recurrence (see :class:`_Scan`).
+    ``backend``: 'triton' runs the generated chunked kernels; any other the torch scans (doubling for short
+    sequences, chunked above). Differentiable; backward is the reverse recurrence (see :class:`_Scan`).
     """
-    A = A.expand(b.shape[0], b.shape[1], b.shape[2], b.shape[2])
+    T, n, k = b.shape
+    A = A.reshape((1,) * (4 - A.dim()) + tuple(A.shape))
+    if A.shape[0] > 1 and A.stride(0) == 0:          # expanded over time: keep one
+        A = A[:1]
+    if A.shape[1] > 1 and A.stride(1) == 0:          # expanded over neurons: keep one
+        A = A[:, :1]
     return _Scan.apply(A, b, v0, backend)
 
 
 def matmul(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
-    """The same recurrence with one A [k, k] for all t and neurons, as one lower-triangular GEMM."""
-    T, n, k = b.shape
-    P, A_m = torch.eye(k, dtype=b.dtype, device=b.device)[None], A
-    while P.shape[0] < T + 1:                                 # doubling: A^(m+j) = A^m A^j, log2(T) products
-        P, A_m = torch.cat([P, A_m @ P]), A_m @ A_m
-    P = P[:T + 1]                                             # P[d] = A^d, [T + 1, k, k]
-    t = torch.arange(T, device=b.device)
-    d = t[:, None] - t[None, :]
-    W = P[d.clamp(min=0)] * (d >= 0)[..., None, None].to(b.dtype)   # [T, T, k, k]
-    W = W.permute(0, 2, 1, 3).reshape(T * k, T * k)
-    V = (W @ b.permute(0, 2, 1).reshape(T * k, n)).reshape(T, k, n).permute(0, 2, 1)
-    return V + torch.einsum("tij,nj->tni", P[1:], v0)
+    """The same recurrence with one A [k, k] for all t and neurons, as block lower-triangular GEMMs
+    (:func:`kernels_gen.scans.blocked_matmul`; GEMM precision: :func:`gemm_precision`)."""
+    return scans.blocked_matmul(A, b, v0, MATMUL_CHUNK)
 
 
 def fresh_output(value, like: torch.Tensor) -> torch.Tensor:
@@ -221,9 +308,12 @@ class CompiledParallel:
         ``form``: 'scan' or 'matmul' (needs one A for all t and neurons: ValueError otherwise).
         """
         mod = self.module()
-        a_raw, A, b = self.coefficients(inputs, params, inputs[0])
+        T, n = inputs[0].shape
+        like = inputs[0]
+        a_raw, b_raw = mod.coefficients(*inputs, *params)
         if form == "matmul" and not is_uniform(a_raw):
             raise ValueError("the matmul form needs one A for every time step and neuron")
+        A, b = _matrix(a_raw, T, n, mod.K, like), _field(b_raw, T, n, mod.K, like, 0)
         v0 = torch.stack(list(init), dim=-1)
         V = matmul(A[0, 0], b, v0) if form == "matmul" else scan(A, b, v0, backend)
         states = [V[..., i] for i in range(mod.K)]

@@ -12,7 +12,8 @@ import torch
 
 from ...errors import BackendError
 from ...plan import SPIKE, KernelPlan
-from ..base import Backend, PlanNames, environment, header_context, plan_meta, print_program, render_template
+from ..base import (Backend, PlanNames, TangentNames, environment, header_context, plan_meta, print_program,
+                    render_template)
 from .printer import TritonPrinter
 
 
@@ -85,33 +86,82 @@ def kernel_context(plan: KernelPlan, key: str, label: str) -> dict:
     )
 
 
+def tangent_context(plan: KernelPlan, key: str, label: str) -> dict:
+    """The names ``tangent.py.j2`` declares: forward and tangent step, values and tangents carried in registers."""
+    compute = f"tl.{plan.compute_dtype}"
+    n, tan, role = PlanNames(plan), TangentNames(plan), PlanNames.role
+    ptr = lambda name: f"ptr_{name}"  # noqa: E731
+    init, out, tout = role("init", n.prev), role("out", n.prev), role("tout", n.prev)
+    load = lambda name, offset: f"{name} = tl.load({ptr(name)} + {offset}, mask=mask, other=0.0).to({compute})"  # noqa: E731
+    return dict(
+        **header_context(label=label, key=key, fingerprint=plan.fingerprint(), backend="triton",
+                         meta=plan_meta(plan)),
+        compute=compute,
+        param_loads=[f"{p} = tl.load({ptr(p)} + offs, mask=mask, other=1.0).to({compute})" if pp.vector
+                     else f"{p} = tl.load({ptr(p)}).to({compute})" for p, pp in zip(n.params, plan.params)],
+        init_loads=[f"{v} = tl.load({ptr(i)} + offs, mask=mask, other=0.0).to({compute})" for v, i in zip(n.prev, init)],
+        input_loads=[load(x, "idx") for x in n.inputs],
+        state_updates=[(v, new, f"tl.store({ptr(o)} + idx, {v}, mask=mask)") for v, new, o in zip(n.prev, n.new, out)],
+        final_stores=[f"tl.store({ptr(o)} + offs, {v}, mask=mask)" for v, o in zip(n.prev, out)],
+        tan_args=tan.args, tan_body=print_program(plan.tangent, TritonPrinter(plan.compute_dtype)),
+        tan_returns=tan.returns,
+        tan_kernel_args=[ptr(x) for x in n.inputs] + [ptr(i) for i in init] + [ptr(p) for p in n.params]
+        + [ptr(x) for x in tan.inputs] + [ptr(v) for v in tan.prev] + [ptr(p) for p in tan.params]
+        + ["spike_ptr", "tspike_ptr"] + [ptr(o) for o in out] + [ptr(o) for o in tout],
+        tparam_loads=[load(t, "offs") if pp.vector else f"{t} = tl.load({ptr(t)}).to({compute})"
+                      for t, pp in zip(tan.params, plan.grad_params)],
+        tinit_loads=[load(v, "offs") for v in tan.prev],
+        tinput_loads=[load(x, "idx") for x in tan.inputs],
+        tstate_updates=[(v, new, f"tl.store({ptr(o)} + idx, {v}, mask=mask)")
+                        for v, new, o in zip(tan.prev, tan.new, tout)],
+        tfinal_stores=[f"tl.store({ptr(o)} + offs, {v}, mask=mask)" for v, o in zip(tan.prev, tout)],
+    )
+
+
 def scan_context(k: int, key: str) -> dict:
-    """The names ``scan.py.j2`` declares: the combine function and loads/stores unrolled for k×k matrices."""
+    """The names ``scan.py.j2`` declares: loads, steps and stores of the chunked scan unrolled for k×k matrices."""
     idx = [(i, j) for i in range(k) for j in range(k)]
-    first = [f"a1_{i}{j}" for i, j in idx] + [f"b1_{i}" for i in range(k)]
-    second = [f"a2_{i}{j}" for i, j in idx] + [f"b2_{i}" for i in range(k)]
-    body = [f"a_{i}{j} = " + " + ".join(f"a2_{i}{m} * a1_{m}{j}" for m in range(k)) for i, j in idx]
-    body += [f"b_{i} = " + " + ".join(f"a2_{i}{m} * b1_{m}" for m in range(k)) + f" + b2_{i}" for i in range(k)]
-    returns = [f"a_{i}{j}" for i, j in idx] + [f"b_{i}" for i in range(k)]
-    loads = [f"a_{i}{j} = tl.load(a_ptr + cell * {k * k} + {i * k + j}, mask=m, other={1.0 if i == j else 0.0})"
-             for i, j in idx]
-    loads += [f"b_{i} = tl.load(b_ptr + cell * {k} + {i}, mask=m, other=0.0)" for i in range(k)]
-    outputs = []
-    for i in range(k):
-        terms = " + ".join(f"sa_{i}{j} * carry_{j}[None, :]" for j in range(k))
-        outputs.append(f"v_{i} = {terms} + sb_{i}")
-        outputs.append(f"tl.store(out_ptr + cell * {k} + {i}, v_{i}, mask=m)")
+    rng = range(k)
+    one = lambda i, j: 1.0 if i == j else 0.0  # noqa: E731 - identity entries (masked A loads leave a step as is)
+    m_load = lambda i, j, e: f"m{i}{j} = tl.load(a_ptr + a_off + {e}, mask=a_mask, other={one(i, j)})"  # noqa: E731
+    product = lambda x, y, out: [f"o{i}{j} = " + " + ".join(f"{x}{i}{m} * {y}{m}{j}" for m in rng)  # noqa: E731
+                                 for i, j in idx] + [f"{out}{i}{j} = o{i}{j}" for i, j in idx]
+    matvec = lambda mat, rhs: [f"n{i} = " + " + ".join(f"{mat}{i}{j} * s{j}" for j in rng) + f" + {rhs}{i}"  # noqa: E731
+                               for i in rng] + [f"s{i} = n{i}" for i in rng]
     return dict(
         **header_context(label=f"scan{k}", key=key, fingerprint=key, backend="triton-scan", meta={"k": k}),
-        k=k, combine_args=first + second, combine_body=body, combine_returns=returns,
-        init_carries=[f"carry_{i} = tl.load(v0_ptr + offs * {k} + {i}, mask=mask, other=0.0)" for i in range(k)],
-        loads=loads, scanned=[f"s{name}" for name in returns], elements=returns, outputs=outputs,
-        carry_updates=[f"carry_{i} = tl.sum(tl.where((t == last)[:, None], v_{i}, 0.0), axis=0)" for i in range(k)],
+        k=k,
+        zero_states=[f"s{i} = zero" for i in rng],
+        identity=[f"p{i}{j} = zero + {one(i, j)}" for i, j in idx],
+        m_loads=[m_load(i, j, i * k + j) for i, j in idx],
+        m_loads_t=[m_load(i, j, j * k + i) for i, j in idx],
+        rhs_loads=[f"r{i} = tl.load(b_ptr + row * {k} + {i}, mask=live, other=0.0)" for i in rng],
+        state_step=matvec("m", "r"),
+        prod_step=product("m", "p", "p"),
+        summary_stores=[f"tl.store(pb_ptr + cell * {k} + {i}, s{i}, mask=mask)" for i in rng] + [
+            "if not A_CONST:"] + [f"    tl.store(pa_ptr + cell * {k * k} + {i * k + j}, p{i}{j}, mask=mask)"
+                                  for i, j in idx],
+        init_loads=[f"s{i} = tl.load(init_ptr + offs * {k} + {i}, mask=mask, other=0.0)" for i in rng],
+        start_stores=[f"tl.store(start_ptr + cell * {k} + {i}, s{i}, mask=mask)" for i in rng],
+        q_from_m=[f"q{i}{j} = m{i}{j}" for i, j in idx],
+        squaring=product("q", "q", "q"),
+        q_loads=[f"q{i}{j} = tl.load(pa_ptr + cell * {k * k} + {i * k + j}, mask=mask, other=0.0)" for i, j in idx],
+        e_loads=[f"r{i} = tl.load(pb_ptr + cell * {k} + {i}, mask=mask, other=0.0)" for i in rng],
+        carry_step=matvec("q", "r"),
+        start_loads=[f"s{i} = tl.load(start_ptr + cell * {k} + {i}, mask=mask, other=0.0)" for i in rng],
+        out_stores=[f"tl.store(out_ptr + row * {k} + {i}, s{i}, mask=live)" for i in rng],
+        v0_loads=[f"w0_{j} = tl.load(v0_ptr + offs * {k} + {j}, mask=mask, other=0.0)" for j in rng],
+        prev_loads=[f"w{j} = tl.where(t > 0, tl.load(v_ptr + (row - N) * {k} + {j}, mask=has_prev, other=0.0), w0_{j})"
+                    for j in rng],
+        grad_a_stores=[f"tl.store(ga_ptr + row * {k * k} + {i * k + j}, s{i} * w{j}, mask=live)" for i, j in idx],
+        grad_a_zero=[f"g{i}{j} = zero" for i, j in idx],
+        grad_a_adds=[f"g{i}{j} += tl.where(live, s{i} * w{j}, 0.0)" for i, j in idx],
+        grad_a_part_stores=[f"tl.store(ga_ptr + cell * {k * k} + {i * k + j}, g{i}{j}, mask=mask)" for i, j in idx],
     )
 
 
 def render_scan(k: int, key: str) -> str:
-    """The Triton scan kernel for ``k`` coupled states."""
+    """The chunked Triton scan kernels (summary, carry, replay) for ``k`` coupled states."""
     return render_template(environment(str(Path(__file__).parent)), "scan.py.j2", scan_context(k, key))
 
 
@@ -143,6 +193,9 @@ class TritonBackend(Backend):
     def context(self, plan: KernelPlan, key: str, label: str) -> dict:
         return kernel_context(plan, key, label)
 
+    def tangent_context(self, plan: KernelPlan, key: str, label: str) -> dict:
+        return tangent_context(plan, key, label)
+
     def forward(self, module, inputs, init_states, params, store_seqs, io_dtype, save):
         meta = module.META
         T, n = inputs[0].shape
@@ -171,6 +224,20 @@ class TritonBackend(Backend):
                 *grad_params]
         launch(module.backward_kernel, n, device, args, T, STORE_SEQS=store_seqs)
         return tuple(grad_inputs), tuple(grad_init), tuple(grad_params)
+
+    def tangent(self, module, inputs, init_states, params, tangent_inputs, tangent_init, tangent_params, store_seqs,
+                io_dtype):
+        meta = module.META
+        T, n = inputs[0].shape
+        cdt, device = init_states[0].dtype, inputs[0].device
+        spikes, tspikes = (torch.empty((T, n), dtype=io_dtype, device=device) for _ in range(2))
+        shape = (T, n) if store_seqs else (n,)
+        states = [torch.empty(shape, dtype=cdt, device=device) for _ in meta["states"]]
+        tstates = [torch.empty(shape, dtype=cdt, device=device) for _ in meta["states"]]
+        args = [*inputs, *init_states, *params, *tangent_inputs, *tangent_init, *tangent_params, spikes, tspikes,
+                *states, *tstates]
+        launch(module.tangent_kernel, n, device, args, T, STORE_SEQS=store_seqs)
+        return spikes, tuple(states), tspikes, tuple(tstates)
 
 
 def launch(kernel, n, device, args, T, **flags):
