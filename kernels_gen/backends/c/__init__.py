@@ -1,0 +1,176 @@
+"""The C backend: the kernel plan printed to C, built with the system compiler, called through ctypes (CPU).
+
+Forward (with or without saving for backward) and backward kernels with the time loop inside, OpenMP over
+blocks of neurons and the step over a block as one loop the compiler vectorises. The generated module (a
+verified cache entry like every backend's) holds ``META`` and ``C_SOURCE``; :mod:`.toolchain` builds that
+source into a library stored next to it in the cache. fp16/bf16 inputs are converted by the ops
+(``native_float_io = False``), math is fp32 (fp64 for fp64).
+"""
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import torch
+
+from ...errors import BackendError
+from ...names import derived
+from ...plan import SPIKE, Assign, KernelPlan
+from ..base import Backend, PlanNames, header_context, plan_meta
+from . import toolchain
+from .printer import CPrinter
+
+#: Neurons per block: one vectorised inner loop per time step over this many neurons (states stay in L1).
+BLOCK = 256
+
+
+def c_program(program: tuple[Assign, ...], printer: CPrinter, args: list[str]) -> list[str]:
+    """C statements for a straight-line program: each target declared at its first assignment."""
+    known, lines = set(args), []
+    for a in program:
+        name = a.target.name
+        lines.append(f"{name} = {printer.doprint(a.expr)};" if name in known else
+                     f"nd_real {name} = {printer.doprint(a.expr)};")
+        known.add(name)
+    return lines
+
+
+def _function(args: list[str], outs: list[str], body: list[str], printer: CPrinter, out: str = "ret"):
+    """(parameter list, body) of a static step function: values in, results through pointers."""
+    params = [f"nd_real {a}" for a in args] + [f"nd_real* restrict {derived(out, r)}" for r in outs]
+    return params, body + [f"*{derived(out, r)} = {r};" for r in outs]
+
+
+def kernel_context(plan: KernelPlan, key: str, label: str) -> dict:
+    """Every name and statement ``kernels.c.j2`` declares (plus the header's), as plain strings and lists."""
+    printer = CPrinter(plan.compute_dtype)
+    n = PlanNames(plan)
+    role = PlanNames.role
+    ptr = lambda name: derived("ptr", name)  # noqa: E731 - the pointer argument of a plan name
+    blk = lambda name: derived("blk", name)  # noqa: E731 - a per-block array of a plan name
+    cin = lambda name: f"const nd_real* restrict {ptr(name)}"  # noqa: E731
+    cout = lambda name: f"nd_real* restrict {ptr(name)}"  # noqa: E731
+    init, out, save = role("init", n.prev), role("out", n.prev), role("save", n.saved)
+    prev_init = [init[n.prev.index(v)] for v in n.prev_states]
+    gout, ginit, acc = role("gout", n.grad_new), role("ginit", n.grad_new), role("acc", n.grad_params)
+    rec, prev_saved = role("rec", n.prev_states), role("prev", n.saved)
+
+    fwd_args, fwd_outs = n.prev + n.inputs + n.params, [SPIKE] + n.new + n.saved
+    step_params, step_body = _function(fwd_args, fwd_outs, c_program(plan.forward, printer, fwd_args), printer)
+    prev_args = n.saved + n.params
+    prev_params, prev_body = _function(prev_args, n.prev_states,
+                                       c_program(plan.recompute_prev, printer, prev_args), printer)
+    bwd_args = n.saved + n.prev_states + n.needed_inputs + n.params + ["gspike"] + n.grad_new
+    bwd_outs = n.grad_prev + n.grad_inputs + n.grad_params
+    bwd_params, bwd_body = _function(bwd_args, bwd_outs, c_program(plan.backward, printer, bwd_args), printer)
+
+    fwd_ptrs = ([cin(x) for x in n.inputs] + [cin(i) for i in init] + [cin(p) for p in n.params]
+                + ["nd_real* restrict spike_ptr"] + [cout(o) for o in out] + [cout(s) for s in save])
+    bwd_ptrs = (["const nd_real* restrict gspike_ptr"] + [cin(g) for g in gout] + [cin(s) for s in save]
+                + [cin(x) for x in n.needed_inputs] + [cin(i) for i in prev_init] + [cin(p) for p in n.params]
+                + [cout(g) for g in n.grad_inputs] + [cout(g) for g in ginit] + [cout(a) for a in acc])
+    names_of = lambda params: [p.rsplit(" ", 1)[1] for p in params]  # noqa: E731
+    vector = [(p, pp.vector) for p, pp in zip(n.params, plan.params)]
+    return dict(
+        **header_context(label=label, key=key, fingerprint=plan.fingerprint(), backend="c", meta=plan_meta(plan)),
+        ctype=printer.ctype, block=BLOCK,
+        step_params=step_params, step_body=step_body, prev_params=prev_params, prev_body=prev_body,
+        bwd_params=bwd_params, bwd_body=bwd_body,
+        fwd_kernel_params=fwd_ptrs, fwd_block_args=names_of(fwd_ptrs),
+        scalar_param_loads=[f"const nd_real {p} = {ptr(p)}[0];" for p, vec in vector if not vec],
+        vector_param_loads=[f"const nd_real {p} = {ptr(p)}[n];" for p, vec in vector if vec],
+        state_decls=[f"nd_real {blk(v)}[ND_BLOCK];" for v in n.prev],
+        state_inits=[f"{blk(v)}[j] = {ptr(i)}[n];" for v, i in zip(n.prev, init)],
+        state_loads=[f"const nd_real {v} = {blk(v)}[j];" for v in n.prev],
+        input_loads=[f"const nd_real {x} = {ptr(x)}[i];" for x in n.inputs],
+        step_decls=[f"nd_real {', '.join(fwd_outs)};"],
+        step_call=f"nd_step({', '.join(fwd_args + ['&' + r for r in fwd_outs])});",
+        save_stores=[f"{ptr(s)}[i] = {h};" for h, s in zip(n.saved, save)],
+        state_updates=[(f"{blk(v)}[j] = {new};", f"{ptr(o)}[i] = {new};") for v, new, o in zip(n.prev, n.new, out)],
+        final_stores=[f"{ptr(o)}[n] = {blk(v)}[j];" for v, o in zip(n.prev, out)],
+        needs_prev=plan.needs_prev,
+        bwd_kernel_params=bwd_ptrs, bwd_block_args=names_of(bwd_ptrs),
+        grad_decls=[f"nd_real {blk(g)}[ND_BLOCK];" for g in n.grad_new + acc],
+        grad_inits=[f"{blk(g)}[j] = store_seqs ? (nd_real)0 : {ptr(go)}[n];" for g, go in zip(n.grad_new, gout)],
+        acc_inits=[f"{blk(a)}[j] = 0;" for a in acc],
+        grad_seq_adds=[f"{blk(g)}[j] += {ptr(go)}[i];" for g, go in zip(n.grad_new, gout)],
+        grad_loads=[f"const nd_real {g} = {blk(g)}[j];" for g in n.grad_new],
+        saved_loads=[f"const nd_real {h} = {ptr(s)}[i];" for h, s in zip(n.saved, save)],
+        needed_loads=[f"const nd_real {x} = {ptr(x)}[i];" for x in n.needed_inputs],
+        prev_saved_loads=[f"const nd_real {p} = {ptr(s)}[i - back];" for p, s in zip(prev_saved, save)],
+        prev_decls=[f"nd_real {r};" for r in rec],
+        prev_call=f"nd_prev_state({', '.join(prev_saved + n.params + ['&' + r for r in rec])});",
+        prev_selects=[f"const nd_real {v} = t > 0 ? {r} : {ptr(i)}[n];" for v, r, i in zip(n.prev_states, rec,
+                                                                                            prev_init)],
+        bwd_decls=[f"nd_real {', '.join(bwd_outs)};"] if bwd_outs else [],
+        bwd_call=f"nd_step_backward({', '.join(bwd_args + ['&' + r for r in bwd_outs])});",
+        grad_input_stores=[f"{ptr(g)}[i] = {g};" for g in n.grad_inputs],
+        acc_updates=[f"{blk(a)}[j] += {g};" for a, g in zip(acc, n.grad_params)],
+        grad_carries=[f"{blk(g_new)}[j] = {g_prev};" for g_new, g_prev in zip(n.grad_new, n.grad_prev)],
+        grad_final_stores=[f"{ptr(gi)}[n] = {blk(g)}[j];" for g, gi in zip(n.grad_new, ginit)]
+        + [f"{ptr(a)}[n] = {blk(a)}[j];" for a in acc],
+    )
+
+
+def _call(fn, tensors, *flags) -> None:
+    """Call a kernel with the raw pointers of contiguous CPU ``tensors``, then T, N (int64) and int flags."""
+    if fn.argtypes is None:
+        fn.argtypes = [ctypes.c_void_p] * len(tensors) + [ctypes.c_int64] * 2 + [ctypes.c_int] * (len(flags) - 2)
+        fn.restype = None
+    fn(*[t.data_ptr() for t in tensors], *flags)
+
+
+class CBackend(Backend):
+    """Compiled C on CPU tensors, with the system compiler (the fastest CPU backend where one works)."""
+
+    name = "c"
+    folder = Path(__file__).parent
+
+    def unavailable(self, device: torch.device) -> BackendError | None:
+        if device.type != "cpu":
+            return BackendError("ND307", f"backend='c' runs CPU tensors only, not device '{device.type}'; use "
+                                         "backend='auto' (Triton on CUDA) or backend='torch'")
+        found = toolchain.toolchain()
+        return found if isinstance(found, BackendError) else None
+
+    def auto_priority(self, device: torch.device) -> int | None:
+        return 5 if device.type == "cpu" else None
+
+    def printer(self, compute_dtype: str = "float32"):
+        return CPrinter(compute_dtype)
+
+    def context(self, plan: KernelPlan, key: str, label: str) -> dict:
+        return kernel_context(plan, key, label)
+
+    @staticmethod
+    def library(module):
+        """The loaded library of a generated module (built on first use, from the cache after that)."""
+        found = toolchain.toolchain()
+        if isinstance(found, BackendError):
+            raise found
+        return toolchain.library(module.LABEL, module.C_SOURCE, found)
+
+    def forward(self, module, inputs, init_states, params, store_seqs, io_dtype, save):
+        meta, lib = module.META, self.library(module)
+        T, n = inputs[0].shape
+        cdt = init_states[0].dtype
+        spikes = torch.empty((T, n), dtype=cdt)
+        states = [torch.empty((T, n) if store_seqs else (n,), dtype=cdt) for _ in meta["states"]]
+        saved = [torch.empty((T, n), dtype=cdt) if save else torch.zeros(1, dtype=cdt)
+                 for _ in meta["saved_states"]]  # without ``save`` one defined placeholder element each
+        _call(lib.forward_kernel, [*inputs, *init_states, *params, spikes, *states, *saved], T, n, int(store_seqs),
+              int(save), torch.get_num_threads())
+        return spikes.to(io_dtype), tuple(states), tuple(saved)
+
+    def backward(self, module, grad_spikes, grad_states, saved, inputs, init_states, params, store_seqs):
+        meta, lib = module.META, self.library(module)
+        T, n = grad_spikes.shape
+        cdt = init_states[0].dtype
+        needed = [inputs[meta["inputs"].index(i)] for i in meta["needed_inputs"]]
+        prev_init = [init_states[meta["states"].index(s)] for s in meta["prev_states"]]
+        grad_inputs = [torch.empty((T, n), dtype=cdt) for _ in meta["inputs"]]
+        grad_init = [torch.empty((n,), dtype=cdt) for _ in meta["states"]]
+        grad_params = [torch.empty((n,), dtype=cdt) for p in meta["params"] if p[2]]
+        _call(lib.backward_kernel, [grad_spikes, *grad_states, *saved, *needed, *prev_init, *params, *grad_inputs,
+                                    *grad_init, *grad_params], T, n, int(store_seqs), torch.get_num_threads())
+        return tuple(grad_inputs), tuple(grad_init), tuple(grad_params)
