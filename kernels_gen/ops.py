@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from . import backends, cache
+from .errors import BackendError
 from .plan import KernelPlan
 from .registry import Registry
 
@@ -32,6 +33,7 @@ class CompiledNeuron:
     build_plan: Callable[[], KernelPlan]
     _modules: dict[str, ModuleType] = field(default_factory=dict)
     _plan: KernelPlan | None = None
+    build_tangent_plan: Callable[[], KernelPlan] | None = None   # the plan with its tangent program filled
 
     @property
     def plan(self) -> KernelPlan:
@@ -72,6 +74,27 @@ class CompiledNeuron:
     def backward(self, backend, grad_spikes, grad_states, saved, inputs, init_states, params, store_seqs):
         return backends.get(backend).backward(self.module(backend), grad_spikes, grad_states, saved, inputs,
                                               init_states, params, store_seqs)
+
+    # -- forward-mode derivative: a module of its own, generated on first use ---------------------------------
+    def tangent_module(self, backend: str) -> ModuleType:
+        """The tangent kernels (``Backend.render_tangent``; ND310 from a backend that has none)."""
+        name = f"{backend}_tangent"
+        if name not in self._modules:
+            source = lambda: backends.get(backend).render_tangent((self.build_tangent_plan or self.build_plan)(),  # noqa: E731
+                                                                  self.key, cache.safe_label(self.name))
+            self._modules[name] = cache.load_module(self.name, self.key, name, source)
+        return self._modules[name]
+
+    def tangent(self, backend, inputs, init_states, params, tangent_inputs, tangent_init, tangent_params, store_seqs,
+                io_dtype):
+        """Spikes, states and their forward-mode tangents (``Backend.tangent``)."""
+        return backends.get(backend).tangent(self.tangent_module(backend), inputs, init_states, params,
+                                             tangent_inputs, tangent_init, tangent_params, store_seqs, io_dtype)
+
+    def tangent_step(self, backend, prev, inputs, params, tangent_prev, tangent_inputs, tangent_params):
+        """One step with several tangent directions per neuron (``Backend.tangent_step``, for online learning)."""
+        return backends.get(backend).tangent_step(self.tangent_module(backend), prev, inputs, params, tangent_prev,
+                                                  tangent_inputs, tangent_params)
 
 
 def check_backend(backend: str, device: torch.device) -> backends.Backend:
@@ -156,6 +179,20 @@ def _neuron_backward_fake(key, backend, store_seqs, grad_spikes, grad_states, sa
     return grad_inputs + [grad_spikes.new_empty(s, dtype=cdt) for s in shapes]
 
 
+@torch.library.register_vmap("neurodsl::neuron_backward")
+def _neuron_backward_vmap(info, in_dims, key, backend, store_seqs, grad_spikes, grad_states, saved, needed,
+                          init_states, params):
+    """Batched gradients (``torch.func.jacrev``, ``vmap`` over a backward): one generated backward per batch entry."""
+    def take(value, dim, b):
+        if isinstance(value, list):
+            return [take(v, d, b) for v, d in zip(value, dim)]
+        return value if dim is None else value.select(dim, b)
+    args = (key, backend, store_seqs, grad_spikes, grad_states, saved, needed, init_states, params)
+    runs = [torch.ops.neurodsl.neuron_backward(*(take(a, d, b) for a, d in zip(args, in_dims)))
+            for b in range(info.batch_size)]
+    return [torch.stack(outs) for outs in zip(*runs)], [0] * len(runs[0])
+
+
 def _setup_context(ctx, inputs, output):
     key, backend, store_seqs, save, io_dtype, xs, init_states, params, precomputed = inputs
     meta = registered(key).meta(backend)
@@ -195,23 +232,77 @@ neuron_forward.register_autograd(_backward, setup_context=_setup_context)
 
 class _EagerNeuron(torch.autograd.Function):
     """Eager mode's route to the registered op's forward, context and backward, without the dispatcher's
-    per-call cost (~0.1 ms, which dominates small single-step layers); tensors arrive flat for autograd."""
+    per-call cost (~0.1 ms, which dominates small single-step layers); tensors arrive flat for autograd.
+    Forward-mode AD (``torch.func.jvp``, ``torch.autograd.forward_ad``) runs the generated tangent kernel."""
 
     @staticmethod
-    def forward(ctx, key, backend, store_seqs, io_dtype, counts, *tensors):
-        args = (key, backend, store_seqs, True, io_dtype, *_unflatten(counts, tensors))
-        output = tuple(_neuron_forward(*args))
-        _setup_context(ctx, args, output)
+    def forward(key, backend, store_seqs, io_dtype, counts, forward_ad, *tensors):
+        return tuple(_neuron_forward(key, backend, store_seqs, True, io_dtype, *_unflatten(counts, tensors)))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        key, backend, store_seqs, io_dtype, counts, forward_ad, *tensors = inputs
+        _setup_context(ctx, (key, backend, store_seqs, True, io_dtype, *_unflatten(counts, tensors)), output)
         # the saved charged values are outputs only so that they can be saved: no gradient flows into them, and
         # autograd must not fill [T, N] zeros for them (nor for unused states) before calling backward
         ctx.mark_non_differentiable(*output[1 + counts[1]:])
         ctx.set_materialize_grads(False)
-        return output
+        ctx.counts = counts
+        if forward_ad:  # only then: the inputs would otherwise live as long as the graph
+            ctx.save_for_forward(*tensors)
 
     @staticmethod
     def backward(ctx, *grads):
         grad_inputs, grad_init, grad_params, grad_pre = _backward(ctx, grads)[5:]
-        return None, None, None, None, None, *grad_inputs, *grad_init, *grad_params, *grad_pre
+        return None, None, None, None, None, None, *grad_inputs, *grad_init, *grad_params, *grad_pre
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        key, backend, store_seqs = ctx.layout[:3]
+        xs, init, params, _ = _unflatten(ctx.counts, ctx.saved_tensors)
+        txs, tinit, tparams, _ = _unflatten(ctx.counts, tangents[6:])
+        cdt = init[0].dtype
+        zero_or = lambda t, like: torch.zeros_like(like, dtype=cdt) if t is None else t.to(cdt).contiguous()  # noqa: E731
+        learnable = []
+        for (name, _, needs_grad), p, t in zip(registered(key).meta(backend)["params"], params, tparams):
+            if needs_grad:
+                learnable.append(zero_or(t, p))
+            elif t is not None:
+                raise BackendError("ND311", f"a forward-mode tangent reached the parameter '{name}', which is not "
+                                            f"learnable, so no generated kernel computes its tangent; make it "
+                                            f"learnable (learnable=('{name}',)) or pass its value without a tangent")
+        out = torch.ops.neurodsl.neuron_tangent(key, backend, store_seqs, ctx.io_dtype, list(xs), list(init),
+                                                list(params), [zero_or(t, x) for t, x in zip(txs, xs)],
+                                                [zero_or(t, v) for t, v in zip(tinit, init)], learnable)
+        n_states = len(init)
+        return (out[1 + n_states], *out[2 + n_states:], *([None] * (ctx.layout[5])))
+
+
+@torch.library.custom_op("neurodsl::neuron_tangent", mutates_args=())
+def neuron_tangent(key: str, backend: str, store_seqs: bool, io_dtype: torch.dtype, inputs: list[torch.Tensor],
+                   init_states: list[torch.Tensor], params: list[torch.Tensor], tangent_inputs: list[torch.Tensor],
+                   tangent_init: list[torch.Tensor], tangent_params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``[spikes, *states, spike tangents, *state tangents]`` by the generated tangent kernel (an op, so that
+    functorch's wrapped tensors reach the kernels unwrapped)."""
+    spikes, states, tspikes, tstates = registered(key).tangent(backend, inputs, init_states, params, tangent_inputs,
+                                                               tangent_init, tangent_params, store_seqs, io_dtype)
+    return _fresh([spikes, *states, tspikes, *tstates],
+                  [*inputs, *init_states, *params, *tangent_inputs, *tangent_init, *tangent_params])
+
+
+@neuron_tangent.register_fake
+def _neuron_tangent_fake(key, backend, store_seqs, io_dtype, inputs, init_states, params, tangent_inputs,
+                         tangent_init, tangent_params):
+    T, n = inputs[0].shape
+    shape = (T, n) if store_seqs else (n,)
+    states = [inputs[0].new_empty(shape, dtype=init_states[0].dtype) for _ in init_states]
+    spikes = inputs[0].new_empty((T, n), dtype=io_dtype)
+    return [spikes, *states, torch.empty_like(spikes), *(torch.empty_like(v) for v in states)]
+
+
+def has_tangent(tensors) -> bool:
+    """Whether any of ``tensors`` carries a forward-mode tangent (``forward_ad`` dual, or inside ``torch.func.jvp``)."""
+    return any(torch.autograd.forward_ad.unpack_dual(t).tangent is not None for t in tensors)
 
 
 def _unflatten(counts, tensors):
@@ -243,14 +334,15 @@ def neuron_op(key: str, backend: str, inputs, init_states, params, store_seqs: b
     init_states = [v.to(cdt).contiguous() for v in init_states]
     params = [p.to(cdt).contiguous() for p in params]
     save = torch.is_grad_enabled() and any(t.requires_grad for t in (*inputs, *init_states, *params))
-    if not save and precomputed is not None:
+    forward_ad = not torch.compiler.is_compiling() and has_tangent((*inputs, *init_states, *params))
+    if not save and not forward_ad and precomputed is not None:
         return precomputed[0], tuple(precomputed[1])
     flat_pre = [] if precomputed is None else [precomputed[0], *precomputed[1], *precomputed[2]]
     groups = (list(inputs), list(init_states), list(params), flat_pre)
     if torch.compiler.is_compiling():
         out = torch.ops.neurodsl.neuron_forward(key, backend, store_seqs, save, io_dtype, *groups)
-    elif save:
-        out = _EagerNeuron.apply(key, backend, store_seqs, io_dtype, tuple(map(len, groups)),
+    elif save or forward_ad:
+        out = _EagerNeuron.apply(key, backend, store_seqs, io_dtype, tuple(map(len, groups)), forward_ad,
                                  *[t for group in groups for t in group])
     else:  # inference: no autograd node
         out = _neuron_forward(key, backend, store_seqs, save, io_dtype, *groups)

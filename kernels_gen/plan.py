@@ -21,8 +21,23 @@ from .names import FIRE, SPIKE, charged_name, grad_name, input_name, new_name, p
 
 CODEGEN_VERSION = "7"
 
-__all__ = ["CODEGEN_VERSION", "Assign", "ParamPlan", "KernelPlan", "ParallelPlan", "SPIKE", "FIRE", "prev_name",
-           "charged_name", "new_name", "input_name", "param_name", "grad_name", "sym"]
+__all__ = ["CODEGEN_VERSION", "Assign", "ParamPlan", "KernelPlan", "ParallelPlan", "SPIKE", "FIRE", "TSPIKE",
+           "prev_name", "charged_name", "new_name", "input_name", "param_name", "grad_name", "tangent_name", "sym"]
+
+#: The tangent (forward-mode derivative) of the spike in a tangent program.
+TSPIKE = "tspike"
+
+
+def tangent_name(symbol_name: str) -> str:
+    """Tangent (forward-mode derivative) of the value named ``symbol_name``: ``v_v`` -> ``tv_v``.
+
+    Like gradient names (``g`` + name), a ``t`` in front of a category-prefixed name can equal no derived name
+    (those put a letters-only role and ``_`` before a category-prefixed name) and no fixed name.
+
+    >>> tangent_name(prev_name("v")), tangent_name(param_name("tau"))
+    ('tv_v', 'tp_tau')
+    """
+    return f"t{symbol_name}"
 
 
 def _fingerprint(fields: list, programs) -> str:
@@ -63,6 +78,12 @@ class KernelPlan:
     * ``backward``: from the recomputed forward values and the incoming gradients
       ``gspike`` and ``gn_<state>`` to ``gv_<state>``, ``gx_<input>`` and
       ``gp_<param>`` for params with ``needs_grad``.
+    * ``tangent``: forward-mode derivative of one step, self-contained (it recomputes the forward values):
+      from prev states, inputs, params and their tangents ``tv_<state>``, ``tx_<input>``, ``tp_<param>``
+      (params with ``needs_grad`` only) to ``spike``, ``n_<state>``, ``tspike`` and ``tn_<state>``. The
+      tangent outputs are linear in the tangent inputs with per-neuron coefficients computed first, so the
+      program also runs on tangents with extra trailing dimensions (several directions per neuron, by
+      broadcasting the forward values).
     """
 
     name: str
@@ -76,6 +97,7 @@ class KernelPlan:
     prev_states: tuple[str, ...]
     needed_inputs: tuple[str, ...]
     compute_dtype: str = "float32"
+    tangent: tuple[Assign, ...] = ()
 
     @property
     def needs_prev(self) -> bool:
@@ -89,7 +111,7 @@ class KernelPlan:
         """Content hash of everything that shapes the generated code."""
         return _fingerprint([self.name, self.states, self.inputs, self.params, self.saved_states, self.prev_states,
                              self.needed_inputs, self.compute_dtype],
-                            (self.forward, self.recompute_prev, self.backward))
+                            (self.forward, self.recompute_prev, self.backward, self.tangent))
 
 
 @dataclass(frozen=True)

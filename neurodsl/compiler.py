@@ -14,6 +14,7 @@ from kernels_gen.ops import CompiledNeuron
 from kernels_gen.parallel import CompiledParallel
 
 from .analysis import KernelOptions, derive_plan, plan_key
+from .analysis.derive import derive_tangent_plan
 from .analysis.parallel import parallel_plan
 from .spec import NeuronSpec
 
@@ -21,7 +22,8 @@ from .spec import NeuronSpec
 @functools.lru_cache(maxsize=1024)
 def compile_spec(spec: NeuronSpec, options: KernelOptions) -> CompiledNeuron:
     """Kernels for ``spec`` under ``options``; nothing is derived until a cache miss needs it."""
-    return CompiledNeuron(spec.name, plan_key(spec, options), lambda: derive_plan(spec, options))
+    return CompiledNeuron(spec.name, plan_key(spec, options), lambda: derive_plan(spec, options),
+                          build_tangent_plan=lambda: derive_tangent_plan(spec, options))
 
 
 @functools.lru_cache(maxsize=1024)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from kernels_gen import backends
-from kernels_gen.ops import compute_dtype, neuron_op, register, registered
+from kernels_gen.ops import compute_dtype, has_tangent, neuron_op, register, registered
 from kernels_gen.parallel import register as register_solver, registered as registered_solver
 
 from .analysis import KernelOptions
@@ -64,6 +64,11 @@ class Route:
 def backend_names() -> tuple[str, ...]:
     """The registered backends (``backend=`` takes one of them, or 'auto')."""
     return backends.names()
+
+
+def differentiable(t: torch.Tensor) -> bool:
+    """A parameter the kernels must differentiate for: it requires grad, or carries a forward-mode tangent."""
+    return t.requires_grad or has_tangent((t,))
 
 
 def resolve_backend(setting: str, device: torch.device) -> str:
@@ -124,6 +129,8 @@ def auto_form(T: int, n: int, uniform: bool) -> str:
 def run(layer, route: Route, inputs, init, params, store_seqs: bool):
     """Spikes [T, N] and states (final [N] or sequences [T, N]) of one call; records ``layer.last_form``."""
     kernels = route.kernels
+    if route.form != "sequential" and has_tangent((*inputs, *init, *params)):
+        route = Route(kernels, "sequential")  # forward-mode AD: the generated tangent kernel is sequential
     if route.form in ("scan", "matmul"):
         spikes, seqs = _solve_parallel(kernels, route.form, inputs, init, params)
         layer.last_form = {"form": route.form}

@@ -300,8 +300,8 @@ class Neuron(nn.Module):
 
     # -- running --------------------------------------------------------------
     def kernel_options(self, vector_params=None, dtype: torch.dtype = torch.float32) -> KernelOptions:
-        learnable = tuple(n for n in self.spec.params if self.param_value(n).requires_grad)
-        if self.surrogate_alpha.requires_grad:
+        learnable = tuple(n for n in self.spec.params if dispatch.differentiable(self.param_value(n)))
+        if dispatch.differentiable(self.surrogate_alpha):
             learnable += (ALPHA,)
         if vector_params is None:
             vector_params = tuple(self.param_value(n).numel() > 1 for n in self.spec.params)
@@ -352,7 +352,7 @@ class Neuron(nn.Module):
 
     def route(self, call: layer_io.Call) -> dispatch.Route:
         """The dispatcher's decision for ``call``, made once per (options, dtype, device, shape) and reused."""
-        grads = tuple(p.requires_grad for p in call.params)
+        grads = tuple(map(dispatch.differentiable, call.params))
         if torch.compiler.is_compiling():  # torch.compile traces tensors only; kernels are chosen Python-side
             kernels = self._kernels_for_trace(call.vector, str(call.dtype), call.device.type, grads,
                                               id(self.surrogate), self.detach_reset, self.smooth, self.backend,

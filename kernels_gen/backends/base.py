@@ -21,7 +21,7 @@ import torch
 
 from ..errors import BackendError, CodegenError
 from ..names import charged_name, derived, grad_name, input_name, new_name, param_name, prev_name
-from ..plan import CODEGEN_VERSION, KernelPlan
+from ..plan import CODEGEN_VERSION, SPIKE, TSPIKE, KernelPlan, tangent_name
 from ..versions import versions
 
 SHARED_TEMPLATES = Path(__file__).with_name("templates")
@@ -114,12 +114,26 @@ class PlanNames:
         return [derived(role, n) for n in names]
 
 
+class TangentNames:
+    """The identifiers of a plan's tangent program: its arguments (values, then tangents) and its returns."""
+
+    def __init__(self, plan: KernelPlan, n: PlanNames | None = None):
+        n = n or PlanNames(plan)
+        self.prev = [tangent_name(v) for v in n.prev]
+        self.new = [tangent_name(v) for v in n.new]
+        self.inputs = [tangent_name(x) for x in n.inputs]
+        self.params = [tangent_name(param_name(p.name)) for p in plan.grad_params]
+        self.args = n.prev + n.inputs + n.params + self.prev + self.inputs + self.params
+        self.returns = [SPIKE] + n.new + [TSPIKE] + self.new
+
+
 class Backend:
     """One code generator and launcher. Subclasses set the class attributes and implement the methods."""
 
     name = ""
     folder: Path = Path()
     template = "kernels.py.j2"
+    tangent_template = "tangent.py.j2"
     #: kernels load inputs and incoming gradients of any float dtype (fp16/bf16/fp32/fp64) and write input
     #: gradients in that dtype, converting in registers; otherwise the ops convert them to the compute dtype
     native_float_io = False
@@ -150,6 +164,55 @@ class Backend:
     def backward(self, module, grad_spikes, grad_states, saved, inputs, init_states, params, store_seqs):
         """(grads of inputs [T, N], of initial states [N], per-neuron grads of learnable params [N])."""
         raise NotImplementedError
+
+    # -- forward-mode derivative (forward AD, online learning) ------------------------------------------
+    # A separate module, generated only when asked for, from a plan whose ``tangent`` program is filled
+    # (neurodsl.analysis.derive_tangent_plan). A backend that lacks it inherits these refusals (ND310).
+    def tangent_context(self, plan: KernelPlan, key: str, label: str) -> dict:
+        """The names ``tangent_template`` declares (a backend with a tangent kernel overrides this)."""
+        raise self._no_tangent()
+
+    def render_tangent(self, plan: KernelPlan, key: str, label: str) -> str:
+        """The source of this backend's tangent module for ``plan`` (its ``tangent`` program filled)."""
+        context = self.tangent_context(plan, key, label)
+        return render_template(environment(str(self.folder)), self.tangent_template, context)
+
+    def _no_tangent(self) -> BackendError:
+        return BackendError("ND310", f"backend '{self.name}' has no tangent (forward-mode) kernel, which forward-mode "
+                                     "AD (torch.func.jvp, torch.autograd.forward_ad) and neurodsl.online need; use "
+                                     "backend='torch' (any device) or backend='triton'")
+
+    def tangent(self, module, inputs, init_states, params, tangent_inputs, tangent_init, tangent_params, store_seqs,
+                io_dtype):
+        """The forward pass and its tangent, from the plan's ``tangent`` program.
+
+        Takes what :meth:`forward` takes plus one tangent per input ([T, N]), per initial state ([N]) and per
+        learnable param (``plan.grad_params``: [N] or [1], as the param), all in the compute dtype. Returns
+        ``(spikes [T, N], states, spike tangents [T, N], state tangents)``, spikes and their tangents in
+        ``io_dtype``, states (final [N], or [T, N] sequences with ``store_seqs``) in the compute dtype.
+        ``module`` is the tangent module (:meth:`render_tangent`).
+        """
+        raise self._no_tangent()
+
+    def tangent_step(self, module, prev, inputs, params, tangent_prev, tangent_inputs, tangent_params):
+        """One step of the tangent program with several tangent directions per neuron (online learning).
+
+        Every tensor broadcasts to one shape ``[*S, D]``: values shaped ``[*S, 1]`` (states, inputs, params, or
+        [1] for a scalar param), tangents ``[*S, D]`` or anything broadcasting to it (D directions). Returns
+        ``(spike [*S, 1], new states [*S, 1] each, spike tangent [*S, D], state tangents [*S, D] each)``.
+        This default expands everything and runs :meth:`tangent` with T = 1; a backend may run the program on
+        the broadcast shapes directly (the torch backend does).
+        """
+        tensors = [*prev, *inputs, *params, *tangent_prev, *tangent_inputs, *tangent_params]
+        full = torch.broadcast_shapes(*(t.shape for t in tensors))
+        flat = lambda t: t.expand(full).reshape(-1).contiguous()  # noqa: E731
+        vector = lambda t: t.reshape(1) if t.numel() == 1 else flat(t)  # noqa: E731
+        spikes, states, tspikes, tstates = self.tangent(
+            module, [flat(x)[None] for x in inputs], [flat(v) for v in prev], [vector(p) for p in params],
+            [flat(t)[None] for t in tangent_inputs], [flat(t) for t in tangent_prev],
+            [vector(t) for t in tangent_params], False, prev[0].dtype)
+        first = lambda t: t.reshape(full)[..., :1]  # noqa: E731 - the values are equal along the directions
+        return first(spikes), [first(v) for v in states], tspikes.reshape(full), [t.reshape(full) for t in tstates]
 
 
 def print_program(program, printer) -> list[str]:

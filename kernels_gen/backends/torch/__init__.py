@@ -7,7 +7,8 @@ import torch
 
 from ...names import charged_name, input_name, param_name
 from ...plan import SPIKE, KernelPlan, ParallelPlan
-from ..base import Backend, PlanNames, environment, header_context, plan_meta, print_program, render_template
+from ..base import (Backend, PlanNames, TangentNames, environment, header_context, plan_meta, print_program,
+                    render_template)
 from .printer import TorchPrinter
 
 
@@ -39,6 +40,21 @@ def kernel_context(plan: KernelPlan, key: str, label: str) -> dict:
                                                                                n.grad_inputs)),
         acc_grad_params=role("acc", n.grad_params), acc_updates=list(zip(role("acc", n.grad_params), n.grad_params)),
         grad_carries=list(zip(n.grad_new, n.grad_prev)),
+    )
+
+
+def tangent_context(plan: KernelPlan, key: str, label: str) -> dict:
+    """The names ``tangent.py.j2`` declares: the step program and the time loop over values and tangents."""
+    n, tan, role = PlanNames(plan), TangentNames(plan), PlanNames.role
+    seq_inputs, seq_states = role("seq", n.inputs), role("seq", n.prev)
+    tseq_inputs, tseq_states = role("tseq", n.inputs), role("tseq", n.prev)
+    return dict(
+        **header_context(label=label, key=key, fingerprint=plan.fingerprint(), backend="torch", meta=plan_meta(plan)),
+        seq_inputs=seq_inputs, prev=n.prev, params=n.params, step_inputs=list(zip(n.inputs, seq_inputs)),
+        state_updates=list(zip(n.prev, n.new, seq_states)), seq_states=seq_states,
+        tan_args=tan.args, tan_body=print_program(plan.tangent, TorchPrinter()), tan_returns=tan.returns,
+        tseq_inputs=tseq_inputs, tprev=tan.prev, tparams=tan.params, tseq_states=tseq_states,
+        tstep_inputs=list(zip(tan.inputs, tseq_inputs)), tstate_updates=list(zip(tan.prev, tan.new, tseq_states)),
     )
 
 
@@ -87,6 +103,9 @@ class TorchBackend(Backend):
     def context(self, plan: KernelPlan, key: str, label: str) -> dict:
         return kernel_context(plan, key, label)
 
+    def tangent_context(self, plan: KernelPlan, key: str, label: str) -> dict:
+        return tangent_context(plan, key, label)
+
     def forward(self, module, inputs, init_states, params, store_seqs, io_dtype, save):
         spikes, states, saved = module.forward(inputs, init_states, params, store_seqs, save)
         if not save:  # the launchers' common layout: one placeholder element per saved state
@@ -95,3 +114,21 @@ class TorchBackend(Backend):
 
     def backward(self, module, grad_spikes, grad_states, saved, inputs, init_states, params, store_seqs):
         return module.backward(grad_spikes, grad_states, saved, inputs, init_states, params, store_seqs)
+
+    def tangent(self, module, inputs, init_states, params, tangent_inputs, tangent_init, tangent_params, store_seqs,
+                io_dtype):
+        spikes, states, tspikes, tstates = module.tangent(inputs, init_states, params, tangent_inputs, tangent_init,
+                                                          tangent_params, store_seqs)
+        return spikes.to(io_dtype), states, tspikes.to(io_dtype), tstates
+
+    def tangent_step(self, module, prev, inputs, params, tangent_prev, tangent_inputs, tangent_params):
+        """The generated step runs on the broadcast shapes directly: the values once per neuron."""
+        out = module.tangent_step(*prev, *inputs, *params, *tangent_prev, *tangent_inputs, *tangent_params)
+        k = len(prev)
+        full = torch.broadcast_shapes(*(t.shape for t in (*prev, *inputs, *params, *tangent_prev, *tangent_inputs,
+                                                          *tangent_params)))
+        shape = torch.broadcast_shapes(*(t.shape for t in (*prev, *inputs, *params)))
+        dense = lambda v, s: v if isinstance(v, torch.Tensor) and v.shape == s else torch.zeros(  # noqa: E731
+            s, dtype=prev[0].dtype, device=prev[0].device) + v
+        return (dense(out[0], shape), [dense(v, shape) for v in out[1:1 + k]], dense(out[1 + k], full),
+                [dense(t, full) for t in out[2 + k:]])

@@ -12,7 +12,8 @@ import torch
 
 from ...errors import BackendError
 from ...plan import SPIKE, KernelPlan
-from ..base import Backend, PlanNames, environment, header_context, plan_meta, print_program, render_template
+from ..base import (Backend, PlanNames, TangentNames, environment, header_context, plan_meta, print_program,
+                    render_template)
 from .printer import TritonPrinter
 
 
@@ -82,6 +83,38 @@ def kernel_context(plan: KernelPlan, key: str, label: str) -> dict:
         shift_saved=[f"{h} = {p}" for h, p in zip(n.saved, prev_saved)],
         grad_init_stores=[f"tl.store({ptr(gi)} + offs, {g}, mask=mask)" for g, gi in zip(n.grad_new, ginit)],
         acc_stores=[f"tl.store({ptr(a)} + offs, {a}, mask=mask)" for a in acc],
+    )
+
+
+def tangent_context(plan: KernelPlan, key: str, label: str) -> dict:
+    """The names ``tangent.py.j2`` declares: forward and tangent step, values and tangents carried in registers."""
+    compute = f"tl.{plan.compute_dtype}"
+    n, tan, role = PlanNames(plan), TangentNames(plan), PlanNames.role
+    ptr = lambda name: f"ptr_{name}"  # noqa: E731
+    init, out, tout = role("init", n.prev), role("out", n.prev), role("tout", n.prev)
+    load = lambda name, offset: f"{name} = tl.load({ptr(name)} + {offset}, mask=mask, other=0.0).to({compute})"  # noqa: E731
+    return dict(
+        **header_context(label=label, key=key, fingerprint=plan.fingerprint(), backend="triton",
+                         meta=plan_meta(plan)),
+        compute=compute,
+        param_loads=[f"{p} = tl.load({ptr(p)} + offs, mask=mask, other=1.0).to({compute})" if pp.vector
+                     else f"{p} = tl.load({ptr(p)}).to({compute})" for p, pp in zip(n.params, plan.params)],
+        init_loads=[f"{v} = tl.load({ptr(i)} + offs, mask=mask, other=0.0).to({compute})" for v, i in zip(n.prev, init)],
+        input_loads=[load(x, "idx") for x in n.inputs],
+        state_updates=[(v, new, f"tl.store({ptr(o)} + idx, {v}, mask=mask)") for v, new, o in zip(n.prev, n.new, out)],
+        final_stores=[f"tl.store({ptr(o)} + offs, {v}, mask=mask)" for v, o in zip(n.prev, out)],
+        tan_args=tan.args, tan_body=print_program(plan.tangent, TritonPrinter(plan.compute_dtype)),
+        tan_returns=tan.returns,
+        tan_kernel_args=[ptr(x) for x in n.inputs] + [ptr(i) for i in init] + [ptr(p) for p in n.params]
+        + [ptr(x) for x in tan.inputs] + [ptr(v) for v in tan.prev] + [ptr(p) for p in tan.params]
+        + ["spike_ptr", "tspike_ptr"] + [ptr(o) for o in out] + [ptr(o) for o in tout],
+        tparam_loads=[load(t, "offs") if pp.vector else f"{t} = tl.load({ptr(t)}).to({compute})"
+                      for t, pp in zip(tan.params, plan.grad_params)],
+        tinit_loads=[load(v, "offs") for v in tan.prev],
+        tinput_loads=[load(x, "idx") for x in tan.inputs],
+        tstate_updates=[(v, new, f"tl.store({ptr(o)} + idx, {v}, mask=mask)")
+                        for v, new, o in zip(tan.prev, tan.new, tout)],
+        tfinal_stores=[f"tl.store({ptr(o)} + offs, {v}, mask=mask)" for v, o in zip(tan.prev, tout)],
     )
 
 
@@ -160,6 +193,9 @@ class TritonBackend(Backend):
     def context(self, plan: KernelPlan, key: str, label: str) -> dict:
         return kernel_context(plan, key, label)
 
+    def tangent_context(self, plan: KernelPlan, key: str, label: str) -> dict:
+        return tangent_context(plan, key, label)
+
     def forward(self, module, inputs, init_states, params, store_seqs, io_dtype, save):
         meta = module.META
         T, n = inputs[0].shape
@@ -188,6 +224,20 @@ class TritonBackend(Backend):
                 *grad_params]
         launch(module.backward_kernel, n, device, args, T, STORE_SEQS=store_seqs)
         return tuple(grad_inputs), tuple(grad_init), tuple(grad_params)
+
+    def tangent(self, module, inputs, init_states, params, tangent_inputs, tangent_init, tangent_params, store_seqs,
+                io_dtype):
+        meta = module.META
+        T, n = inputs[0].shape
+        cdt, device = init_states[0].dtype, inputs[0].device
+        spikes, tspikes = (torch.empty((T, n), dtype=io_dtype, device=device) for _ in range(2))
+        shape = (T, n) if store_seqs else (n,)
+        states = [torch.empty(shape, dtype=cdt, device=device) for _ in meta["states"]]
+        tstates = [torch.empty(shape, dtype=cdt, device=device) for _ in meta["states"]]
+        args = [*inputs, *init_states, *params, *tangent_inputs, *tangent_init, *tangent_params, spikes, tspikes,
+                *states, *tstates]
+        launch(module.tangent_kernel, n, device, args, T, STORE_SEQS=store_seqs)
+        return spikes, tuple(states), tspikes, tuple(tstates)
 
 
 def launch(kernel, n, device, args, T, **flags):
