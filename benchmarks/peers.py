@@ -188,6 +188,7 @@ def _torch_compile_loop(kind, device, dtype, compile_backend: str = "inductor"):
 
 _BUILDERS = {
     "neurodsl-torch": functools.partial(_neurodsl, "torch"),
+    "neurodsl-c": functools.partial(_neurodsl, "c"),
     "neurodsl-scan": functools.partial(_neurodsl, "torch", parallel="scan"),
     "neurodsl-matmul": functools.partial(_neurodsl, "torch", parallel="matmul"),
     "neurodsl-triton-scan": functools.partial(_neurodsl, "triton", parallel="scan"),

@@ -31,7 +31,7 @@ import types
 import unicodedata
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 from .errors import CacheError
 
@@ -44,10 +44,13 @@ _KEY = r"[A-Za-z0-9]{1,64}"
 _BACKEND = r"[a-z][a-z0-9_]{0,31}"
 _LABEL = r"[A-Za-z0-9_]{1,64}"
 ENTRY_NAME = re.compile(rf"(?P<label>{_LABEL})-(?P<key>{_KEY})\.(?P<backend>{_BACKEND})\.py")
-_TEMP_NAME = re.compile(rf"\.(?P<entry>{_LABEL}-{_KEY}\.{_BACKEND}\.py)\.[a-z0-9_]+\.tmp")
+_TEMP_NAME = re.compile(rf"\.(?P<entry>{_LABEL}-{_KEY}\.{_BACKEND}\.(py|so))\.[a-z0-9_]+\.tmp")
+LIBRARY_NAME = re.compile(rf"(?P<label>{_LABEL})-(?P<key>{_KEY})\.(?P<backend>{_BACKEND})\.so")
+_LIBRARY_RECORD = re.compile(r"^LIBRARY_SHA256 = '(?P<sum>[0-9a-f]{64})'$", re.M)
 _FIRST_LINE = re.compile(rf"# checksum: (?P<sum>[0-9a-f]{{64}})  key: (?P<key>{_KEY})  backend: (?P<backend>{_BACKEND})")
 _LEGACY_FIRST_LINE = re.compile(r"# checksum: (?P<sum>[0-9a-f]{64})")
 
+T = TypeVar("T")
 _MEMO: dict[tuple[str, str], types.ModuleType] = {}
 _SOURCES: dict[tuple[str, str], str] = {}
 _LOCK = threading.RLock()
@@ -308,6 +311,80 @@ def cached_source(name: str, key: str, backend: str) -> str | None:
         return None
 
 
+# -- compiled libraries ------------------------------------------------------------------------------
+# A library ``<label>-<key>.<backend>.so`` lies next to its record, the verified entry ``<label>-<key>.<backend>.py``
+# that holds its sha256 (``key`` is the build's hash: source, compiler, flags, CPU). It is loaded only from a
+# descriptor whose bytes were hashed and matched that record, so a damaged or foreign library is never loaded.
+def library_path(name: str, key: str, backend: str) -> Path:
+    """``cache_dir() / "<safe_label(name)>-<key>.<backend>.so"`` (its record is :func:`entry_path`)."""
+    return entry_path(name, key, backend).with_suffix(".so")
+
+
+def _hash_fd(fd: int) -> str:
+    digest = hashlib.sha256()
+    os.lseek(fd, 0, os.SEEK_SET)
+    while chunk := os.read(fd, 1 << 20):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def open_library(name: str, key: str, backend: str) -> int | None:
+    """A read-only descriptor of the cached library of ``(key, backend)``, whose bytes hash to the sha256 of
+    its verified record; None when either is missing, untrusted, or they do not match (the caller rebuilds)."""
+    record = read_entry(entry_path(name, key, backend))
+    match = _LIBRARY_RECORD.search(record or "")
+    if match is None:
+        return None
+    try:
+        fd = os.open(library_path(name, key, backend), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        problem = None if trust_shared() else _distrust(st, "cache library")
+        if stat.S_ISREG(st.st_mode) and problem is None and _hash_fd(fd) == match["sum"]:
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def store_library(name: str, key: str, backend: str, build: Callable[[Path], None], load: Callable[[Path], T]) -> T:
+    """Build a library with ``build(temp_path)`` next to its entry and ``load(temp_path)`` it (exactly the bytes
+    built, under a name no other library has), then rename it into place atomically and record its sha256 in a
+    verified entry; returns what ``load`` returned. Concurrent builds of one key are safe: each process loads
+    its own build, the last rename wins, and a reader checks the library against the record."""
+    path = library_path(name, key, backend)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        build(Path(tmp))
+        fd = os.open(tmp, os.O_RDONLY)  # the linker may have replaced the temp file: hash what it wrote
+        try:
+            digest = _hash_fd(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, 0o755)
+        loaded = load(Path(tmp))
+        os.replace(tmp, path)
+        write_entry(entry_path(name, key, backend), f"LIBRARY_SHA256 = '{digest}'\n")
+        return loaded
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _is_own_library(path: Path) -> bool:
+    """A compiled library of ours: the library name, a regular file this user owns."""
+    if not LIBRARY_NAME.fullmatch(path.name):
+        return False
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and (not hasattr(os, "geteuid") or st.st_uid == os.geteuid())
+
+
 # -- listing and clearing ----------------------------------------------------------------------------
 def _is_own_entry(path: Path) -> bool:
     """A verified entry: entry name, trusted file, valid checksum, recorded key and backend = the name's."""
@@ -334,14 +411,15 @@ def list_entries() -> list[Path]:
 
 
 def clear() -> int:
-    """Delete neurodsl's verified entries and its stale temp files only; returns how many were removed.
+    """Delete neurodsl's verified entries, compiled libraries and stale temp files only; returns how many were
+    removed.
 
     Entries of this version and the previous format (checksum line only) count; temp files younger than
     ``TEMP_MAX_AGE_S`` and every other file are left alone. Processes running an entry are unaffected.
     """
     removed, now = 0, time.time()
     for path in cache_dir().iterdir():
-        if _is_own_entry(path) or _is_stale_temp(path, now):
+        if _is_own_entry(path) or _is_own_library(path) or _is_stale_temp(path, now):
             try:
                 path.unlink()
                 removed += 1

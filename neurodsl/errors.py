@@ -151,6 +151,17 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "ND304": ("a torch op was called with a kernel key no layer registered in this process (e.g. a compiled "
               "graph loaded into a fresh process)", "run or build the layer once in this process first"),
     "ND305": ("backend= names no registered backend", "use 'auto' or one of kernels_gen.backends.names()"),
+    "ND306": ("backend='c' where no working C compiler was found: the command (cc/gcc/clang on PATH, or "
+              "NEURODSL_CC) is missing, or cannot build and load a small shared library with its flags "
+              "(NEURODSL_CFLAGS); backend='auto' then runs the torch backend on CPU instead",
+              "install gcc (or clang), or set NEURODSL_CC / NEURODSL_CFLAGS, or use backend='torch'"),
+    "ND307": ("backend='c' on tensors that are not on the CPU (CUDA, meta)",
+              "use backend='auto' (Triton on CUDA) or backend='torch'"),
+    "ND308": ("the C compiler failed on a generated kernel (its last output lines are in the message)",
+              "set NEURODSL_CFLAGS to flags the compiler accepts, or use backend='torch'"),
+    "ND309": ("a built C kernel library does not load (e.g. the cache directory is on a file system mounted "
+              "noexec)",
+              "set NEURODSL_CACHE_DIR to a directory on an exec-mounted file system, or use backend='torch'"),
     # inputs
     "ND401": ("an input has the wrong rank for the step mode", "multi-step: [T, *shape]; single-step: [*shape]"),
     "ND402": ("the number of inputs differs from charge's arguments", "call layer(x) or layer(x, y) as declared"),

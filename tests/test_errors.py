@@ -453,6 +453,25 @@ def test_nd305_unknown_backend_name():
     expect(nd.BackendError, "ND305", lambda: backends.get("cuda"))
 
 
+@covers("ND306", "ND307", "ND308", "ND309")
+def test_c_backend_errors(monkeypatch, tmp_path):
+    from kernels_gen import backends
+    from kernels_gen.backends.c import toolchain
+    expect(nd.BackendError, "ND307", lambda: ops.check_backend("c", torch.device("meta")))
+    layer = zoo.LIF(backend="c").to("meta")
+    expect(nd.BackendError, "ND307", lambda: layer(torch.rand(2, 3, device="meta")))
+    chain = toolchain.toolchain()
+    if isinstance(chain, nd.BackendError):
+        pytest.skip(f"no working C compiler here: {chain}")
+    expect(nd.BackendError, "ND308", lambda: chain.compile("this is not C;", tmp_path / "bad.so"))
+    (tmp_path / "garbage.so").write_text("not a library")
+    expect(nd.BackendError, "ND309", lambda: toolchain.load_library(tmp_path / "garbage.so"))
+    monkeypatch.setenv("NEURODSL_CC", str(tmp_path / "no-such-cc"))
+    err = expect(nd.BackendError, "ND306", lambda: backends.check("c", torch.device("cpu")))
+    assert "no-such-cc" in err.message
+    expect(nd.BackendError, "ND306", lambda: zoo.LIF(backend="c")(torch.rand(2, 3)))
+
+
 @covers('ND205')
 def test_nd205_template_and_context_disagree():
     from kernels_gen import backends

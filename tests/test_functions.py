@@ -38,6 +38,8 @@ def evaluate(backend: str, expr, values: dict[str, torch.Tensor], tmp_path) -> t
     args = {k: v.to(torch.float32).contiguous() for k, v in values.items()}
     if backend == "torch":
         return eval(text, {"torch": torch}, dict(args))  # noqa: S307 - our own printed expression
+    if backend == "c":
+        return evaluate_c(text, args, tmp_path)
     names = sorted(args)
     source = "\n".join([
         "import triton", "import triton.language as tl", "import kernels_gen.backends.triton.mathlib as _nd",
@@ -54,6 +56,31 @@ def evaluate(backend: str, expr, values: dict[str, torch.Tensor], tmp_path) -> t
     n = next(iter(args.values())).numel()
     out = torch.empty(n, dtype=torch.float32)
     module.kernel[(1,)](*[args[k] for k in names], out, n, BLOCK=max(16, 1 << (n - 1).bit_length()))
+    return out
+
+
+def evaluate_c(text: str, args: dict[str, torch.Tensor], tmp_path) -> torch.Tensor:
+    """A printed C expression as a one-loop fp32 library, built with the C backend's toolchain."""
+    import ctypes
+
+    from kernels_gen.backends import base
+    from kernels_gen.backends.c import toolchain
+    chain = toolchain.toolchain()
+    if isinstance(chain, Exception):
+        pytest.skip(str(chain))
+    names = sorted(args)
+    mathlib = base.environment(str(backends.get("c").folder)).get_template("mathlib.c.j2").render()
+    source = "\n".join(["#include <math.h>", "#include <stdint.h>", mathlib,
+                        f"void kernel({', '.join(f'const float* {n}_ptr' for n in names)}, float* out, int64_t N) {{",
+                        "    for (int64_t i = 0; i < N; i++) {",
+                        *[f"        const float {n} = {n}_ptr[i];" for n in names],
+                        f"        out[i] = {text};", "    }", "}", ""])
+    path = tmp_path / f"k_{abs(hash(source))}.so"
+    chain.compile(source, path)
+    n = next(iter(args.values())).numel()
+    out = torch.empty(n, dtype=torch.float32)
+    ctypes.CDLL(str(path)).kernel(*[ctypes.c_void_p(args[k].data_ptr()) for k in names],
+                                  ctypes.c_void_p(out.data_ptr()), ctypes.c_int64(n))
     return out
 
 

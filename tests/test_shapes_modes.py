@@ -250,7 +250,13 @@ def test_learnable_defaults_follow_param_declaration():
     assert set(dict(zoo.PLIF(learnable=()).named_parameters())) == set()
 
 
-def test_backend_auto_picks_torch_on_cpu(monkeypatch):
+def cpu_auto() -> str:
+    """What backend='auto' runs on CPU: the C backend where a working C compiler was found, else torch."""
+    from kernels_gen.backends.c import toolchain
+    return "torch" if isinstance(toolchain.toolchain(), Exception) else "c"
+
+
+def test_backend_auto_picks_c_or_torch_on_cpu(monkeypatch):
     import neurodsl.dispatch as neuron_mod
     seen = []
     real = neuron_mod.neuron_op
@@ -262,10 +268,10 @@ def test_backend_auto_picks_torch_on_cpu(monkeypatch):
     monkeypatch.setattr(neuron_mod, "neuron_op", spy)
     layer = zoo.LIF()
     assert layer.backend == "auto"
-    assert layer.resolve_backend(torch.device("cpu")) == "torch"
+    assert layer.resolve_backend(torch.device("cpu")) == cpu_auto()
     assert layer.resolve_backend(torch.device("cuda")) == "triton"
     layer(torch.rand(3, 4))
-    assert seen == ["torch"]
+    assert seen == [cpu_auto()]
     assert zoo.LIF(backend="triton").resolve_backend(torch.device("cpu")) == "triton"
 
 
@@ -297,8 +303,9 @@ def test_kernel_source_names_spec_and_key(backend):
 
 
 def test_kernel_source_auto_shows_the_backend_it_runs_and_explicit_backend_triton():
-    layer = zoo.LIF()                       # backend='auto' runs torch on CPU: kernel_source shows that source
-    assert "backend torch" in layer.kernel_source("forward") and "import torch" in layer.kernel_source("forward")
+    layer = zoo.LIF()                       # backend='auto' runs C on CPU: kernel_source shows that source
+    assert f"backend {cpu_auto()}" in layer.kernel_source("forward")
+    assert ("void forward_kernel" if cpu_auto() == "c" else "import torch") in layer.kernel_source("forward")
     assert "backend triton" in layer.kernel_source("forward", backend="triton")
 
 

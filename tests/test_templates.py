@@ -13,7 +13,8 @@ from neurodsl.analysis import KernelOptions, derive_plan
 from neurodsl.analysis.parallel import parallel_plan
 
 TEMPLATES = [(b, b.template) for b in map(backends.get, backends.names())] + [
-    (backends.get("torch"), "parallel.py.j2"), (backends.get("triton"), "scan.py.j2")]
+    (backends.get("torch"), "parallel.py.j2"), (backends.get("triton"), "scan.py.j2"),
+    (backends.get("c"), "kernels.c.j2"), (backends.get("c"), "mathlib.c.j2")]
 
 
 @pytest.mark.parametrize("backend,template", TEMPLATES, ids=lambda v: getattr(v, "name", v))

@@ -56,6 +56,8 @@ def check(name: str, device: torch.device) -> Backend:
 
 from .torch import TorchBackend  # noqa: E402
 from .triton import TritonBackend  # noqa: E402
+from .c import CBackend  # noqa: E402
 
 register(TorchBackend())
 register(TritonBackend())
+register(CBackend())

@@ -4,7 +4,8 @@ Forward (with or without saving for backward) and backward kernels with the time
 blocks of neurons and the step over a block as one loop the compiler vectorises. The generated module (a
 verified cache entry like every backend's) holds ``META`` and ``C_SOURCE``; :mod:`.toolchain` builds that
 source into a library stored next to it in the cache. fp16/bf16 inputs are converted by the ops
-(``native_float_io = False``), math is fp32 (fp64 for fp64).
+(``native_float_io = False``), math is fp32 (fp64 for fp64). Forward-mode AD runs the torch backend's
+tangent kernels.
 """
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ from ...errors import BackendError
 from ...names import derived
 from ...plan import SPIKE, Assign, KernelPlan
 from ..base import Backend, PlanNames, header_context, plan_meta
+from ..torch import TorchBackend
 from . import toolchain
 from .printer import CPrinter
+
+_TORCH = TorchBackend()
 
 #: Neurons per block: one vectorised inner loop per time step over this many neurons (states stay in L1).
 BLOCK = 256
@@ -35,7 +39,7 @@ def c_program(program: tuple[Assign, ...], printer: CPrinter, args: list[str]) -
     return lines
 
 
-def _function(args: list[str], outs: list[str], body: list[str], printer: CPrinter, out: str = "ret"):
+def _function(args: list[str], outs: list[str], body: list[str], out: str = "ret"):
     """(parameter list, body) of a static step function: values in, results through pointers."""
     params = [f"nd_real {a}" for a in args] + [f"nd_real* restrict {derived(out, r)}" for r in outs]
     return params, body + [f"*{derived(out, r)} = {r};" for r in outs]
@@ -47,22 +51,25 @@ def kernel_context(plan: KernelPlan, key: str, label: str) -> dict:
     n = PlanNames(plan)
     role = PlanNames.role
     ptr = lambda name: derived("ptr", name)  # noqa: E731 - the pointer argument of a plan name
-    blk = lambda name: derived("blk", name)  # noqa: E731 - a per-block array of a plan name
+    blk = lambda name: derived("blk", name)  # noqa: E731 - a block's array of a plan name
     cin = lambda name: f"const nd_real* restrict {ptr(name)}"  # noqa: E731
     cout = lambda name: f"nd_real* restrict {ptr(name)}"  # noqa: E731
     init, out, save = role("init", n.prev), role("out", n.prev), role("save", n.saved)
     prev_init = [init[n.prev.index(v)] for v in n.prev_states]
     gout, ginit, acc = role("gout", n.grad_new), role("ginit", n.grad_new), role("acc", n.grad_params)
-    rec, prev_saved = role("rec", n.prev_states), role("prev", n.saved)
+    rec, prev_saved, scratch = role("rec", n.prev_states), role("prev", n.saved), role("tmp", n.saved)
+    vector = dict(zip(n.params, (p.vector for p in plan.params)))
+    row_params = [cin(p) if vector[p] else f"const nd_real {p}" for p in n.params]
+    row_param_args = [f"{ptr(p)} + n0" if vector[p] else p for p in n.params]
+    param_loads = [f"const nd_real {p} = {ptr(p)}[j];" for p in n.params if vector[p]]
 
     fwd_args, fwd_outs = n.prev + n.inputs + n.params, [SPIKE] + n.new + n.saved
-    step_params, step_body = _function(fwd_args, fwd_outs, c_program(plan.forward, printer, fwd_args), printer)
+    step_params, step_body = _function(fwd_args, fwd_outs, c_program(plan.forward, printer, fwd_args))
     prev_args = n.saved + n.params
-    prev_params, prev_body = _function(prev_args, n.prev_states,
-                                       c_program(plan.recompute_prev, printer, prev_args), printer)
+    prev_params, prev_body = _function(prev_args, n.prev_states, c_program(plan.recompute_prev, printer, prev_args))
     bwd_args = n.saved + n.prev_states + n.needed_inputs + n.params + ["gspike"] + n.grad_new
     bwd_outs = n.grad_prev + n.grad_inputs + n.grad_params
-    bwd_params, bwd_body = _function(bwd_args, bwd_outs, c_program(plan.backward, printer, bwd_args), printer)
+    bwd_params, bwd_body = _function(bwd_args, bwd_outs, c_program(plan.backward, printer, bwd_args))
 
     fwd_ptrs = ([cin(x) for x in n.inputs] + [cin(i) for i in init] + [cin(p) for p in n.params]
                 + ["nd_real* restrict spike_ptr"] + [cout(o) for o in out] + [cout(s) for s in save])
@@ -70,43 +77,56 @@ def kernel_context(plan: KernelPlan, key: str, label: str) -> dict:
                 + [cin(x) for x in n.needed_inputs] + [cin(i) for i in prev_init] + [cin(p) for p in n.params]
                 + [cout(g) for g in n.grad_inputs] + [cout(g) for g in ginit] + [cout(a) for a in acc])
     names_of = lambda params: [p.rsplit(" ", 1)[1] for p in params]  # noqa: E731
-    vector = [(p, pp.vector) for p, pp in zip(n.params, plan.params)]
+    prev_row = ([cin(p) for p in prev_saved] + [cin(i) for i in prev_init] + ["const int has_prev"]
+                if plan.needs_prev else [])
+    prev_row_args = ([f"{ptr(s)} + row - back" for s in save] + [f"{ptr(i)} + n0" for i in prev_init] + ["t > 0"]
+                     if plan.needs_prev else [])
     return dict(
         **header_context(label=label, key=key, fingerprint=plan.fingerprint(), backend="c", meta=plan_meta(plan)),
-        ctype=printer.ctype, block=BLOCK,
+        ctype=printer.ctype, block=BLOCK, needs_prev=plan.needs_prev,
         step_params=step_params, step_body=step_body, prev_params=prev_params, prev_body=prev_body,
         bwd_params=bwd_params, bwd_body=bwd_body,
+        # forward
         fwd_kernel_params=fwd_ptrs, fwd_block_args=names_of(fwd_ptrs),
-        scalar_param_loads=[f"const nd_real {p} = {ptr(p)}[0];" for p, vec in vector if not vec],
-        vector_param_loads=[f"const nd_real {p} = {ptr(p)}[n];" for p, vec in vector if vec],
-        state_decls=[f"nd_real {blk(v)}[ND_BLOCK];" for v in n.prev],
+        state_decls=[f"nd_real {blk(v)}[ND_BLOCK];" for v in n.prev] + [f"nd_real {t}[ND_BLOCK];" for t in scratch],
+        scalar_param_loads=[f"const nd_real {p} = {ptr(p)}[0];" for p in n.params if not vector[p]],
         state_inits=[f"{blk(v)}[j] = {ptr(i)}[n];" for v, i in zip(n.prev, init)],
-        state_loads=[f"const nd_real {v} = {blk(v)}[j];" for v in n.prev],
-        input_loads=[f"const nd_real {x} = {ptr(x)}[i];" for x in n.inputs],
+        fwd_row_params=[cin(x) for x in n.inputs] + row_params + [f"nd_real* restrict {blk(v)}" for v in n.prev]
+        + ["nd_real* restrict spike_ptr"] + [cout(o) for o in out] + [cout(s) for s in save],
+        fwd_row_args=[f"{ptr(x)} + row" for x in n.inputs] + row_param_args + [blk(v) for v in n.prev]
+        + ["spike_ptr + row"] + [f"{ptr(o)} + seq" for o in out]
+        + [f"save ? {ptr(s)} + row : {t}" for s, t in zip(save, scratch)],
+        fwd_row_loads=param_loads + [f"const nd_real {v} = {blk(v)}[j];" for v in n.prev]
+        + [f"const nd_real {x} = {ptr(x)}[j];" for x in n.inputs],
         step_decls=[f"nd_real {', '.join(fwd_outs)};"],
         step_call=f"nd_step({', '.join(fwd_args + ['&' + r for r in fwd_outs])});",
-        save_stores=[f"{ptr(s)}[i] = {h};" for h, s in zip(n.saved, save)],
-        state_updates=[(f"{blk(v)}[j] = {new};", f"{ptr(o)}[i] = {new};") for v, new, o in zip(n.prev, n.new, out)],
-        final_stores=[f"{ptr(o)}[n] = {blk(v)}[j];" for v, o in zip(n.prev, out)],
-        needs_prev=plan.needs_prev,
+        fwd_row_stores=[f"spike_ptr[j] = {SPIKE};"] + [f"{ptr(s)}[j] = {h};" for h, s in zip(n.saved, save)]
+        + [line for v, new, o in zip(n.prev, n.new, out) for line in (f"{blk(v)}[j] = {new};", f"{ptr(o)}[j] = {new};")],
+        # backward
         bwd_kernel_params=bwd_ptrs, bwd_block_args=names_of(bwd_ptrs),
         grad_decls=[f"nd_real {blk(g)}[ND_BLOCK];" for g in n.grad_new + acc],
-        grad_inits=[f"{blk(g)}[j] = store_seqs ? (nd_real)0 : {ptr(go)}[n];" for g, go in zip(n.grad_new, gout)],
-        acc_inits=[f"{blk(a)}[j] = 0;" for a in acc],
-        grad_seq_adds=[f"{blk(g)}[j] += {ptr(go)}[i];" for g, go in zip(n.grad_new, gout)],
-        grad_loads=[f"const nd_real {g} = {blk(g)}[j];" for g in n.grad_new],
-        saved_loads=[f"const nd_real {h} = {ptr(s)}[i];" for h, s in zip(n.saved, save)],
-        needed_loads=[f"const nd_real {x} = {ptr(x)}[i];" for x in n.needed_inputs],
-        prev_saved_loads=[f"const nd_real {p} = {ptr(s)}[i - back];" for p, s in zip(prev_saved, save)],
-        prev_decls=[f"nd_real {r};" for r in rec],
+        grad_inits=[f"{blk(g)}[j] = store_seqs ? (nd_real)0 : {ptr(go)}[n];" for g, go in zip(n.grad_new, gout)]
+        + [f"{blk(a)}[j] = 0;" for a in acc],
+        bwd_row_params=["const nd_real* restrict gspike_ptr"] + [cin(g) for g in gout] + [cin(s) for s in save]
+        + prev_row + [cin(x) for x in n.needed_inputs] + row_params + [cout(g) for g in n.grad_inputs]
+        + [f"nd_real* restrict {blk(g)}" for g in n.grad_new + acc],
+        bwd_row_args=["gspike_ptr + row"] + [f"store_seqs ? {ptr(g)} + row : nd_zeros" for g in gout]
+        + [f"{ptr(s)} + row" for s in save] + prev_row_args + [f"{ptr(x)} + row" for x in n.needed_inputs]
+        + row_param_args + [f"{ptr(g)} + row" for g in n.grad_inputs] + [blk(g) for g in n.grad_new + acc],
+        bwd_row_loads=[f"const nd_real {g} = {blk(g)}[j] + {ptr(go)}[j];" for g, go in zip(n.grad_new, gout)]
+        + ["const nd_real gspike = gspike_ptr[j];"] + param_loads
+        + [f"const nd_real {h} = {ptr(s)}[j];" for h, s in zip(n.saved, save)]
+        + [f"const nd_real {x} = {ptr(x)}[j];" for x in n.needed_inputs]
+        + ([f"const nd_real {p} = {ptr(p)}[j];" for p in prev_saved] + [f"nd_real {r};" for r in rec]
+           if plan.needs_prev else []),
         prev_call=f"nd_prev_state({', '.join(prev_saved + n.params + ['&' + r for r in rec])});",
-        prev_selects=[f"const nd_real {v} = t > 0 ? {r} : {ptr(i)}[n];" for v, r, i in zip(n.prev_states, rec,
-                                                                                            prev_init)],
+        prev_selects=[f"const nd_real {v} = has_prev ? {r} : {ptr(i)}[j];" for v, r, i in zip(n.prev_states, rec,
+                                                                                               prev_init)],
         bwd_decls=[f"nd_real {', '.join(bwd_outs)};"] if bwd_outs else [],
         bwd_call=f"nd_step_backward({', '.join(bwd_args + ['&' + r for r in bwd_outs])});",
-        grad_input_stores=[f"{ptr(g)}[i] = {g};" for g in n.grad_inputs],
-        acc_updates=[f"{blk(a)}[j] += {g};" for a, g in zip(acc, n.grad_params)],
-        grad_carries=[f"{blk(g_new)}[j] = {g_prev};" for g_new, g_prev in zip(n.grad_new, n.grad_prev)],
+        bwd_row_stores=[f"{ptr(g)}[j] = {g};" for g in n.grad_inputs] + [f"{blk(a)}[j] += {g};" for a, g in
+                                                                        zip(acc, n.grad_params)]
+        + [f"{blk(g_new)}[j] = {g_prev};" for g_new, g_prev in zip(n.grad_new, n.grad_prev)],
         grad_final_stores=[f"{ptr(gi)}[n] = {blk(g)}[j];" for g, gi in zip(n.grad_new, ginit)]
         + [f"{ptr(a)}[n] = {blk(a)}[j];" for a in acc],
     )
@@ -174,3 +194,16 @@ class CBackend(Backend):
         _call(lib.backward_kernel, [grad_spikes, *grad_states, *saved, *needed, *prev_init, *params, *grad_inputs,
                                     *grad_init, *grad_params], T, n, int(store_seqs), torch.get_num_threads())
         return tuple(grad_inputs), tuple(grad_init), tuple(grad_params)
+
+    # forward-mode AD and online learning: the torch backend's generated tangent kernels (torch code, on CPU)
+    def tangent_context(self, plan: KernelPlan, key: str, label: str) -> dict:
+        return _TORCH.tangent_context(plan, key, label)
+
+    def render_tangent(self, plan: KernelPlan, key: str, label: str) -> str:
+        return _TORCH.render_tangent(plan, key, label)
+
+    def tangent(self, module, *args):
+        return _TORCH.tangent(module, *args)
+
+    def tangent_step(self, module, *args):
+        return _TORCH.tangent_step(module, *args)

@@ -150,14 +150,18 @@ _LIBRARIES: dict[str, ctypes.CDLL] = {}
 _WARNED: set[str] = set()
 
 
+class _Replaced(Exception):
+    """The library's path names another file than the one verified (a concurrent build renamed its own there)."""
+
+
 def load_library(path: Path, fd: int | None = None) -> ctypes.CDLL:
-    """dlopen the library at ``path`` (BackendError ND309 on failure). With ``fd``, the descriptor whose bytes
-    were verified, only while ``path`` still names that same file (by path: the loader tells libraries apart
-    by name, so each library keeps its own)."""
+    """dlopen the library at ``path`` (BackendError ND309 when it does not load). With ``fd``, the descriptor
+    whose bytes were verified: only while ``path`` still names that file (the loader tells libraries apart by
+    path, so each is loaded by its own)."""
     if fd is not None:
         here, there = os.fstat(fd), os.stat(path)
         if (here.st_dev, here.st_ino) != (there.st_dev, there.st_ino):
-            raise BackendError("ND309", f"the C kernel library {path} changed while it was being loaded; run again")
+            raise _Replaced(str(path))
     try:
         return ctypes.CDLL(str(path))
     except OSError as err:
@@ -167,34 +171,37 @@ def load_library(path: Path, fd: int | None = None) -> ctypes.CDLL:
 
 
 def library(label: str, source: str, chain: Toolchain) -> ctypes.CDLL:
-    """The loaded library of ``source``: from the cache when its verified copy exists, else built and stored
-    there (from memory, in a private temp directory, when the cache cannot be written)."""
+    """The loaded library of ``source``: its verified copy in the cache, else built, loaded and stored there
+    (in a private temp directory, uncached, when the cache cannot be written)."""
     key = chain.build_key(source)
     lib = _LIBRARIES.get(key)
     if lib is not None:
         return lib
     with _LOCK:
-        if key in _LIBRARIES:
-            return _LIBRARIES[key]
-        try:
+        if key not in _LIBRARIES:
+            _LIBRARIES[key] = _load_or_build(label, key, source, chain)
+        return _LIBRARIES[key]
+
+
+def _load_or_build(label: str, key: str, source: str, chain: Toolchain) -> ctypes.CDLL:
+    try:
+        for _ in range(3):  # a concurrent build may rename its library in between: verify again
             fd = cache.open_library(label, key, LIBRARY_BACKEND)
             if fd is None:
-                fd = cache.store_library(label, key, LIBRARY_BACKEND, lambda out: chain.compile(source, out))
-        except (CacheError, OSError) as err:
-            _warn_once(f"neurodsl: cannot store C kernel library in the cache ({err}); building it uncached")
-            fd = None
-        if fd is None:
-            with tempfile.TemporaryDirectory(prefix="neurodsl-c-") as tmp:
-                out = Path(tmp) / f"{cache.safe_label(label)}-{key}.so"
-                chain.compile(source, out)
-                lib = load_library(out)
-        else:
+                break
             try:
-                lib = load_library(cache.library_path(label, key, LIBRARY_BACKEND), fd)
+                return load_library(cache.library_path(label, key, LIBRARY_BACKEND), fd)
+            except _Replaced:
+                continue
             finally:
                 os.close(fd)
-        _LIBRARIES[key] = lib
-        return lib
+        return cache.store_library(label, key, LIBRARY_BACKEND, lambda out: chain.compile(source, out), load_library)
+    except (CacheError, OSError) as err:
+        _warn_once(f"neurodsl: cannot store the C kernel library in the cache ({err}); building it uncached")
+    with tempfile.TemporaryDirectory(prefix="neurodsl-c-") as tmp:
+        out = Path(tmp) / f"{cache.safe_label(label)}-{key}.so"
+        chain.compile(source, out)
+        return load_library(out)
 
 
 def _warn_once(message: str) -> None:
