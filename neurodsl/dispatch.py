@@ -15,8 +15,8 @@ asks :func:`kernels_for` and :func:`form_for`, and runs the result with :func:`r
 >>> import torch, neurodsl as nd
 >>> layer = nd.zoo.LIFNoReset()
 >>> _ = layer(torch.rand(64, 3))
->>> layer.last_route.form, layer.last_route.kernels.backend
-('matmul', 'torch')
+>>> layer.last_route.form, layer.last_route.kernels.backend in ("c", "torch")   # c with a working C compiler
+('matmul', True)
 """
 from __future__ import annotations
 

@@ -5,9 +5,9 @@ registers itself with :func:`register` and needs no change anywhere else.
 
 >>> import torch
 >>> names()
-('torch', 'triton')
->>> choose_auto(torch.device("cpu")).name
-'torch'
+('torch', 'triton', 'c')
+>>> choose_auto(torch.device("cpu")).name in ("c", "torch")   # c where a working C compiler was found
+True
 """
 from __future__ import annotations
 
