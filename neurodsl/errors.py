@@ -16,7 +16,7 @@ from kernels_gen.errors import (BackendError, CacheError, CodegenError, InputErr
                                 SpecError as _BaseSpecError)
 
 __all__ = ["NeuroDSLError", "SpecError", "Problem", "CodegenError", "BackendError", "InputError", "CacheError",
-           "DistributedError", "NIRError", "UsageError", "CATALOGUE"]
+           "DistributedError", "NIRError", "UsageError", "OnlineError", "CATALOGUE"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,10 @@ class DistributedError(NeuroDSLError):
 
 class UsageError(NeuroDSLError):
     """The ``neurodsl`` command line or a ``neurodsl.testing`` tool was used wrongly (codes 8xx)."""
+
+
+class OnlineError(NeuroDSLError):
+    """An online learning rule (``neurodsl.online``) cannot run this model or call (codes 9xx)."""
 
 
 CATALOGUE: dict[str, tuple[str, str]] = {
@@ -162,6 +166,11 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "ND309": ("a built C kernel library does not load (e.g. the cache directory is on a file system mounted "
               "noexec)",
               "set NEURODSL_CACHE_DIR to a directory on an exec-mounted file system, or use backend='torch'"),
+    "ND310": ("forward-mode AD (torch.func.jvp, torch.autograd.forward_ad) or neurodsl.online met a backend that "
+              "has no tangent kernel", "use backend='torch' (any device) or backend='triton'"),
+    "ND311": ("a forward-mode tangent reached a parameter that the layer's kernels do not differentiate (kernel "
+              "options chosen without it)", "make the parameter learnable (learnable=('tau',)), or pass it without a "
+              "tangent"),
     # inputs
     "ND401": ("an input has the wrong rank for the step mode", "multi-step: [T, *shape]; single-step: [*shape]"),
     "ND402": ("the number of inputs differs from charge's arguments", "call layer(x) or layer(x, y) as declared"),
@@ -225,4 +234,21 @@ CATALOGUE: dict[str, tuple[str, str]] = {
               "reference's fire values were not finite", "draw other inputs, e.g. neurodsl.testing.inputs_for"),
     "ND807": ("the fuzzing campaign was asked for --device cuda where torch sees no CUDA device",
               "use --device cpu (with --backend triton the kernels run in the Triton interpreter)"),
+    # online learning (neurodsl.online.OnlineError)
+    "ND901": ("an online rule was given something other than an nn.Sequential of layers and neurodsl neurons, a "
+              "model without a neuron, or a neuron with more than one input",
+              "wrap the model: nn.Sequential(nn.Linear(...), nd.zoo.LIF(), ...); one input per neuron"),
+    "ND902": ("the rule cannot follow this chain: eprop needs an nn.Linear feeding each neuron layer (one trace per "
+              "synapse), and eprop/ottt need each parameterised module to feed a neuron layer directly",
+              "use 'ottt' or 'sltt' for convolutions, put parameter-free modules before the Linear/Conv2d, or use "
+              "'rtrl' (small models)"),
+    "ND903": ("ottt needs a closed-form leak: the neuron's charge Jacobian ∂F/∂v is not constant and diagonal, the "
+              "input enters states with different leaks, or the leak has a per-neuron parameter",
+              "use 'eprop' (exact per-neuron traces), or a scalar time constant"),
+    "ND904": ("gradients() / compare_grads() got an unknown algorithm name",
+              "use 'bptt', 'rtrl', 'eprop', 'ottt' or 'sltt'"),
+    "ND905": ("a rule's step got a batch or feature shape other than the steps before it, without reset()",
+              "call rule.reset() before each new sequence"),
+    "ND906": ("the deferred mode was given inputs that are not a [T, batch, ...] sequence, or asked for an "
+              "algorithm without a deferred form", "pass inputs [T, batch, ...] and algorithm 'eprop'"),
 }

@@ -28,6 +28,7 @@ RUNNERS = {
     "neurodsl.compiler": {"kernels_gen.ops", "kernels_gen.parallel"},          # spec + options -> kernels
     "neurodsl.dispatch": {"kernels_gen.backends", "kernels_gen.ops", "kernels_gen.parallel"},
     "neurodsl.distributed": {"kernels_gen.ops", "kernels_gen.parallel"},       # the chunk scan of TimeSplit
+    "neurodsl.online.deferred": {"kernels_gen.parallel"},                     # e-prop traces by a scan
     "neurodsl.cli": {"kernels_gen.cache"},                                     # neurodsl cache list|clear
 }
 

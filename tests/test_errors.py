@@ -638,3 +638,58 @@ def test_nd504_nir_dt():
     for dt in (0.0, -1e-3, float("nan"), float("inf"), True, "1e-3"):
         expect(NIRError, "ND504", lambda: to_nir(zoo.LIF(), (3,), dt=dt))
     expect(NIRError, "ND504", lambda: from_nir(to_nir(zoo.LIF(), (3,)), dt=0.0))
+
+
+# -- ND310/ND311: the tangent kernels; ND9xx: online learning (neurodsl.online) -------------------------------
+@covers("ND310", "ND311")
+def test_tangent_kernel_errors(monkeypatch):
+    import torch.autograd.forward_ad as fwAD
+
+    from kernels_gen import backends
+    from kernels_gen.backends import base
+    from neurodsl.analysis import KernelOptions
+    from neurodsl.compiler import compile_spec
+
+    class NoTangent(type(backends.get("torch"))):
+        name = "notangent"
+        tangent_context = base.Backend.tangent_context
+
+    monkeypatch.setitem(backends._BACKENDS, "notangent", NoTangent())
+    layer = zoo.LIF(backend="notangent")
+    x = torch.rand(3, 4)
+    expect(nd.BackendError, "ND310", lambda: torch.func.jvp(lambda x: layer(x), (x,), (torch.ones_like(x),)))
+    key = ops.register(compile_spec(zoo.LIF.spec, KernelOptions(nd.surrogate.ATan(), vector_params=(False,) * 3)))
+    params = [torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([2.0]), torch.tensor([2.0])]
+    with fwAD.dual_level():
+        params[2] = fwAD.make_dual(params[2], torch.ones(1))       # a tangent on tau, which these kernels lack
+        expect(nd.BackendError, "ND311", lambda: ops.neuron_op(key, "torch", [x], [torch.zeros(4)], params))
+
+
+@covers("ND901", "ND902", "ND903", "ND904", "ND905", "ND906")
+def test_online_learning_errors():
+    from torch import nn
+
+    from neurodsl import online
+    from neurodsl.errors import OnlineError
+
+    assert issubclass(OnlineError, nd.NeuroDSLError)
+    lif = lambda **kw: zoo.LIF(backend="torch", **kw)  # noqa: E731
+    expect(OnlineError, "ND901", lambda: online.EProp(lif()))                              # not a Sequential
+    expect(OnlineError, "ND901", lambda: online.EProp(nn.Sequential(nn.Linear(2, 3))))     # no neuron
+    expect(OnlineError, "ND901", lambda: online.EProp(nn.Sequential(TwoIn())))             # two inputs
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3), lif())
+    expect(OnlineError, "ND902", lambda: online.EProp(conv))                                # no per-synapse trace
+    expect(OnlineError, "ND902", lambda: online.OTTT(nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 3), lif())))
+    x = torch.rand(4, 2, 2)
+    loss = lambda t, out: out.sum()  # noqa: E731
+    expect(OnlineError, "ND903", lambda: online.gradients(nn.Sequential(nn.Linear(2, 3), zoo.CubaLIF(backend="torch")),
+                                                          x, loss, "ottt"))                # coupled charge: no leak
+    per_neuron = nn.Sequential(nn.Linear(2, 3), lif(tau=torch.full((3,), 2.0)))
+    expect(OnlineError, "ND903", lambda: online.gradients(per_neuron, x, loss, "ottt"))   # one leak per neuron
+    expect(OnlineError, "ND904", lambda: online.gradients(per_neuron, x, loss, "bptt2"))
+    rule = online.EProp(per_neuron)
+    rule.step(x[0])
+    expect(OnlineError, "ND905", lambda: rule.step(torch.rand(3, 2)))                     # batch changed
+    expect(OnlineError, "ND906", lambda: online.gradients(per_neuron, x, loss, "ottt", deferred=True))
+    from neurodsl.online.deferred import deferred_eprop
+    expect(OnlineError, "ND906", lambda: deferred_eprop(per_neuron, torch.rand(2), loss))

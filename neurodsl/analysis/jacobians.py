@@ -16,7 +16,7 @@ Expressions use the plan's symbols (``v_<state>`` before the step, ``h_<state>``
 >>> from neurodsl.analysis import KernelOptions
 >>> jac = jacobians(nd.zoo.LIF.spec, KernelOptions(nd.surrogate.ATan(), vector_params=(False,) * 3))
 >>> jac.J[0, 0]
-(1 - 1/p_tau)*(-h_v*psi - spike + 1)
+(1 - 1/p_tau)*(psi*(-h_v + p_v_reset) - spike + 1)
 >>> jac.leak, jac.leak_verdict
 ((1 - 1/p_tau,), 'constant-diagonal')
 """
@@ -147,11 +147,11 @@ class StepJacobians:
             return "diagonal"
         return "full" if len(blocks) == 1 else "block-diagonal"
 
-    def explain(self) -> list[str]:
-        """One line each: the leak of the charge, and the structure of J."""
+    def explain(self, show=sp.sstr) -> list[str]:
+        """One line each: the leak of the charge, and the structure of J (``show`` prints an expression)."""
         k = len(self.states)
         if self.leak_verdict == "constant-diagonal":
-            lam = ", ".join(f"λ_{s} = {sp.sstr(e)}" for s, e in zip(self.states, self.leak))
+            lam = ", ".join(f"λ_{s} = {show(e)}" for s, e in zip(self.states, self.leak))
             leak = f"∂F/∂v is constant and diagonal: {lam} (the closed-form leak OTTT's trace uses)"
         elif self.leak_verdict == "constant":
             leak = "∂F/∂v is constant but couples states (no per-state leak λ; OTTT needs a diagonal one)"

@@ -9,6 +9,7 @@ from kernels_gen.plan import KernelPlan
 
 from ..spec import NeuronSpec
 from .derive import KernelOptions, derive_plan
+from .jacobians import StepJacobians, jacobians
 from .linearity import LinearityVerdict, ResetVerdict, classify, classify_as_written
 
 _PREFIX = {"v_": "{}[t-1]", "h_": "H_{}", "n_": "{}[t]", "x_": "{}", "p_": "{}"}
@@ -18,6 +19,8 @@ def display_name(name: str) -> str:
     """Plan identifier -> reader's name: v_v -> v[t-1], h_v -> H_v, p_tau -> tau, gv_v -> ∂L/∂v[t-1]."""
     if name.startswith("g") and name[1:3] in _PREFIX:
         return f"∂L/∂{display_name(name[1:])}"
+    if name == "psi":
+        return "ψ"
     if name[:2] in _PREFIX:
         return _PREFIX[name[:2]].format(name[2:]).replace("_alpha", "alpha")
     return name
@@ -43,6 +46,7 @@ class AnalysisReport:
     plan: KernelPlan
     linearity: LinearityVerdict
     as_written: ResetVerdict
+    jacobians: StepJacobians
 
     def bytes_per_neuron_step(self, io_bytes: int = 4, compute_bytes: int = 4) -> dict[str, int]:
         """Bytes the fused kernels move per neuron and step, by mode: ``inference`` (inputs in, spikes out),
@@ -76,6 +80,8 @@ class AnalysisReport:
         b = self.bytes_per_neuron_step()
         lines += ["", f"Bytes per neuron-step (fp32): inference {b['inference']}, training forward {b['forward']}, "
                       f"backward {b['backward']}, total {b['total']}"]
+        lines += ["", "Per-step Jacobians (online learning; ψ = surrogate derivative at fire, docs/online.md):"]
+        lines += _jacobian_lines(self.jacobians)
         lines += ["", "Parallel forms:",
                   "    reset-free dynamics: " + self.linearity.explain(),
                   "    as written: " + self.as_written.explain()]
@@ -85,5 +91,20 @@ class AnalysisReport:
         return "\n".join(lines)
 
 
+def _jacobian_lines(jac: StepJacobians) -> list[str]:
+    """The nonzero entries of C, J, K and G (learnable parameters only), then the leak and structure verdicts."""
+    def entries(name, matrix, rows, cols):
+        found = [f"{name}[{r},{c}] = {_show(sp.sympify(matrix[i, j]))}" for i, r in enumerate(rows)
+                 for j, c in enumerate(cols) if matrix[i, j] != 0]
+        return found or [f"{name} = 0"]
+    states = jac.states
+    lines = entries("C", jac.C, states, states) + entries("J", jac.J, states, states)
+    lines += entries("K", jac.K, states, jac.inputs)
+    if jac.params:
+        lines += entries("G", jac.G, states, [display_name("p_" + p) for p in jac.params])
+    return [f"    {line}" for line in lines + jac.explain(_show)]
+
+
 def analyse(spec: NeuronSpec, options: KernelOptions) -> AnalysisReport:
-    return AnalysisReport(spec, options, derive_plan(spec, options), classify(spec), classify_as_written(spec))
+    return AnalysisReport(spec, options, derive_plan(spec, options), classify(spec), classify_as_written(spec),
+                          jacobians(spec, options))

@@ -125,10 +125,22 @@ class TorchBackend(Backend):
         """The generated step runs on the broadcast shapes directly: the values once per neuron."""
         out = module.tangent_step(*prev, *inputs, *params, *tangent_prev, *tangent_inputs, *tangent_params)
         k = len(prev)
-        full = torch.broadcast_shapes(*(t.shape for t in (*prev, *inputs, *params, *tangent_prev, *tangent_inputs,
-                                                          *tangent_params)))
-        shape = torch.broadcast_shapes(*(t.shape for t in (*prev, *inputs, *params)))
+        values = (*prev, *inputs, *params)
+        shape = broadcast_shape(values)
+        full = broadcast_shape((*values, *tangent_prev, *tangent_inputs, *tangent_params))
+        like = prev[0]
         dense = lambda v, s: v if isinstance(v, torch.Tensor) and v.shape == s else torch.zeros(  # noqa: E731
-            s, dtype=prev[0].dtype, device=prev[0].device) + v
+            s, dtype=like.dtype, device=like.device) + v
         return (dense(out[0], shape), [dense(v, shape) for v in out[1:1 + k]], dense(out[1 + k], full),
                 [dense(t, full) for t in out[2 + k:]])
+
+
+def broadcast_shape(tensors) -> torch.Size:
+    """The shape ``tensors`` broadcast to (assumed compatible; cheaper than torch.broadcast_shapes per step)."""
+    rank = max(t.dim() for t in tensors)
+    out = [1] * rank
+    for t in tensors:
+        for i, d in enumerate(reversed(t.shape)):
+            if d != 1:
+                out[rank - 1 - i] = d
+    return torch.Size(out)
