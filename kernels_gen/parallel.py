@@ -89,11 +89,14 @@ def torch_chunk(T: int) -> int:
 MATMUL_CHUNK = 64
 
 
-def _torch_scan(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
+def _torch_scan(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    """The torch scans; ``reverse``: V_t = A_t V_{t+1} + b_t from V_T = v0."""
     T = b.shape[0]
-    if T <= TORCH_DOUBLING_MAX_T:
-        return scans.doubling_scan(A, b, v0)
-    return scans.chunked_scan(A, b, v0, torch_chunk(T))
+    if T > TORCH_DOUBLING_MAX_T:
+        return scans.chunked_scan(A, b, v0, torch_chunk(T), reverse)
+    if reverse:
+        return scans.doubling_scan(A.flip(0), b.flip(0), v0).flip(0)
+    return scans.doubling_scan(A, b, v0)
 
 
 _doubling_scan = scans.doubling_scan  # the reference the tests compare the other scans with
@@ -123,16 +126,16 @@ def _chunked_launch(A, b, init, reverse: bool, V=None, v0=None, grad_a: bool = F
     pb = b.new_empty((max(nc - 1, 1), n, k))
     pa = pb if const else b.new_empty((max(nc - 1, 1), n, k, k))
     if nc > 1:
-        mod.summary_kernel[(grid, nc - 1)](A, b, pa, pb, T, n, sa_t, sa_n, BT=bt, BLOCK=block, **flags)
+        mod.summary_kernel[(grid, nc - 1)](A, b, pa, pb, T, n, sa_t, sa_n, bt, BLOCK=block, **flags)
     start = b.new_empty((nc, n, k))
     mod.carry_kernel[(grid,)](A, pa, pb, start if init is None else init.to(b.dtype).contiguous(), start, nc, n,
-                              sa_n, BLOCK=block, HAS_INIT=init is not None, LOG2_BT=bt.bit_length() - 1, **flags)
+                              sa_n, bt.bit_length() - 1, BLOCK=block, HAS_INIT=init is not None, **flags)
     out = b.new_empty((T, n, k))
     mode = 0 if not grad_a else (2 if const else 1)
     ga = out if mode == 0 else b.new_empty((T, n, k, k) if mode == 1 else (nc, n, k, k))
     mod.replay_kernel[(grid, nc)](A, b, start, out, out if V is None else V.contiguous(),
                                   start if v0 is None else v0.to(b.dtype).contiguous(), ga, T, n, sa_t, sa_n,
-                                  BT=bt, BLOCK=block, GRAD_A=mode, **flags)
+                                  bt, BLOCK=block, GRAD_A=mode, **flags)
     if mode == 0:
         return out, None
     if mode == 2:
@@ -181,15 +184,22 @@ def _scan_of(backend: str):
 
 
 def _torch_adjoint(A, V, v0, grad, grad_a: bool):
-    """The adjoint with the torch scan over flipped time; dL/dA reduced to A's shape."""
+    """The adjoint with the torch scans over reversed time; dL/dA reduced to A's shape."""
     At = A.transpose(-1, -2)
-    # reversed time u = T-1-t: λ'_u = A_{t+1}^T λ'_{u-1} + g'_u; the u = 0 coefficient meets λ = 0
-    coeff = At if A.shape[0] == 1 else torch.cat([At[:1], At[1:].flip(0)])
-    lam = _torch_scan(coeff, grad.flip(0), torch.zeros_like(v0)).flip(0)
+    coeff = At if A.shape[0] == 1 else torch.cat([At[1:], At[-1:]])  # step t: A_{t+1}^T (the last meets λ_T = 0)
+    lam = _torch_scan(coeff, grad, torch.zeros_like(v0), reverse=True)
     if not grad_a:
         return lam, None
-    prev = torch.cat([v0[None], V[:-1]])
-    return lam, _reduce_to(lam[..., :, None] * prev[..., None, :], tuple(A.shape))
+    if A.shape[0] > 1:                                              # one A per step: one gradient per step
+        prev = torch.cat([v0[None], V[:-1]])
+        return lam, _reduce_to(lam[..., :, None] * prev[..., None, :], tuple(A.shape))
+    # Σ_t λ_t V_{t-1}^T without materialising the products
+    first = lam[0, :, :, None] * v0[:, None, :]                     # t = 0 meets v0
+    if A.shape[1] > 1:
+        rest = torch.einsum("tni,tnj->nij", lam[1:], V[:-1])
+        return lam, (rest + first)[None]
+    rest = torch.einsum("tni,tnj->ij", lam[1:], V[:-1])
+    return lam, (rest + first.sum(0))[None, None]
 
 
 class _Scan(torch.autograd.Function):

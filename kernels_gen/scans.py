@@ -25,63 +25,80 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from .errors import InputError
+
 
 def _mv(m: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """Batched matrix-vector product m [..., k, k] · s [..., k] (broadcasting)."""
-    if m.shape[-1] == 1:
+    k = m.shape[-1]
+    if k == 1:
         return m[..., 0] * s
+    if m.numel() == k * k:                                  # one matrix for all: a GEMM with k columns
+        return s @ m.reshape(k, k).T
     return (m * s.unsqueeze(-2)).sum(-1)
+
+
+def _small_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Batched product of small matrices a [..., k, k] · b [..., k, k] (elementwise: no tiny-GEMM batches)."""
+    if a.shape[-1] == 1:
+        return a * b
+    return (a.unsqueeze(-1) * b.unsqueeze(-3)).sum(-2)
 
 
 def doubling_scan(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
     """log2(T) Hillis–Steele passes (each pass combines step t with step t - shift)."""
-    T, n, k = b.shape
-    A = A.expand(T, n, k, k)
-    if k == 1:
-        a, c = A[..., 0, 0], b[..., 0]
-        shift = 1
-        while shift < T:
-            c = torch.cat([c[:shift], c[shift:] + a[shift:] * c[:-shift]])
-            a = torch.cat([a[:shift], a[shift:] * a[:-shift]])
-            shift *= 2
-        return (a * v0[:, 0] + c)[..., None]
+    T = b.shape[0]
+    b = torch.cat([b[:1] + _mv(A[0], v0), b[1:]])         # V_0 = A_0 v0 + b_0: then scan from zero
+    const = A.shape[0] == 1
+    a = A[0] if const else A                              # one A for all steps: its powers by squaring
     shift = 1
     while shift < T:
-        b = torch.cat([b[:shift], b[shift:] + torch.einsum("tnij,tnj->tni", A[shift:], b[:-shift])])
-        A = torch.cat([A[:shift], torch.einsum("tnij,tnjk->tnik", A[shift:], A[:-shift])])
+        b = torch.cat([b[:shift], b[shift:] + _mv(a if const else a[shift:], b[:-shift])])
+        if 2 * shift < T:
+            a = _small_mm(a, a) if const else torch.cat([a[:shift], _small_mm(a[shift:], a[:-shift])])
         shift *= 2
-    return torch.einsum("tnij,nj->tni", A, v0) + b
+    return b
 
 
-def chunked_scan(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor, bt: int) -> torch.Tensor:
-    """Chunks of ``bt`` steps: summaries (sequential inside chunks, all chunks at once), carries, replay."""
+def chunked_scan(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor, bt: int, reverse: bool = False) -> torch.Tensor:
+    """Chunks of ``bt`` steps: summaries (sequential inside chunks, all chunks at once), carries, replay.
+
+    ``reverse``: V_t = A_t V_{t+1} + b_t from V_T = v0 (the adjoint's direction), by indexing, without flips.
+    """
     T, n, k = b.shape
     nc = -(-T // bt)
     if nc == 1:
         bt = T
     pad = nc * bt - T
-    bb = F.pad(b, (0, 0, 0, 0, 0, pad)).view(nc, bt, n, k)
+    where = (pad, 0) if reverse else (0, pad)              # dead steps come last in processing order
+    bb = (F.pad(b, (0, 0, 0, 0) + where) if pad else b).view(nc, bt, n, k)
     const = A.shape[0] == 1
-    Ac = A[0] if const else F.pad(A, (0, 0, 0, 0, 0, 0, 0, pad)).view(nc, bt, A.shape[1], k, k)
+    Ac = A[0] if const else (F.pad(A, (0, 0, 0, 0, 0, 0) + where) if pad else A).view(nc, bt, A.shape[1], k, k)
+    steps = range(bt - 1, -1, -1) if reverse else range(bt)
     starts = v0[None]
     if nc > 1:
+        part = slice(1, None) if reverse else slice(None, -1)   # the chunk processed last needs no summary
         e = torch.zeros((nc - 1, n, k), dtype=b.dtype, device=b.device)
         P = None if const else torch.eye(k, dtype=b.dtype, device=b.device).expand(nc - 1, A.shape[1], k, k)
-        for j in range(bt):                              # 1. chunk summaries (the last chunk's is never needed)
-            m = Ac if const else Ac[:-1, j]
-            e = _mv(m, e) + bb[:-1, j]
+        for j in steps:                                  # 1. chunk summaries
+            m = Ac if const else Ac[part, j]
+            e = _mv(m, e) + bb[part, j]
             if not const:
-                P = m @ P
+                P = _small_mm(m, P)
         if const:
             P = torch.linalg.matrix_power(Ac, bt)[None]
-        ends = doubling_scan(P, e, v0)                   # 2. carries: the state after each chunk
+        elif reverse:
+            P = P.flip(0)
+        ends = doubling_scan(P, e.flip(0) if reverse else e, v0)   # 2. carries, in processing order
         starts = torch.cat([v0[None], ends])
+        starts = starts.flip(0) if reverse else starts
     s = starts.expand(nc, n, k)
     out = torch.empty((nc, bt, n, k), dtype=b.dtype, device=b.device)
-    for j in range(bt):                                  # 3. replay every chunk from its carry
+    for j in steps:                                      # 3. replay every chunk from its carry
         s = _mv(Ac if const else Ac[:, j], s) + bb[:, j]
         out[:, j] = s
-    return out.view(nc * bt, n, k)[:T]
+    out = out.view(nc * bt, n, k)
+    return out[pad:] if reverse else out[:T]
 
 
 # -- GEMM precision ------------------------------------------------------------------------------------
@@ -99,7 +116,7 @@ def gemm_precision(mode: str):
     """
     global _precision
     if mode not in PRECISIONS:
-        raise ValueError(f"gemm_precision: mode must be one of {PRECISIONS}, got {mode!r}")
+        raise InputError("ND124", f"gemm_precision({mode!r}): use one of {', '.join(map(repr, PRECISIONS))}")
     before, _precision = _precision, mode
     try:
         yield

@@ -13,10 +13,10 @@ asks :func:`kernels_for` and :func:`form_for`, and runs the result with :func:`r
   with its fallback to the sequential kernels.
 
 >>> import torch, neurodsl as nd
->>> layer = nd.zoo.LIFNoReset()
+>>> layer = nd.zoo.LIFNoReset(backend="torch")
 >>> _ = layer(torch.rand(64, 3))
->>> layer.last_route.form, layer.last_route.kernels.backend in ("c", "torch")   # c with a working C compiler
-('matmul', True)
+>>> layer.last_route.form, layer.last_route.kernels.backend
+('matmul', 'torch')
 """
 from __future__ import annotations
 
@@ -33,11 +33,36 @@ from .analysis import KernelOptions
 from .compiler import compile_parallel, compile_spec
 from .errors import InputError
 
-#: parallel='auto' thresholds, from CPU measurements of reset-free LIF fwd+bwd (docs/parallel.md).
-AUTO_MIN_T = 32
-AUTO_SCAN_MAX_N = 1024
-AUTO_MATMUL_MAX_N = 4096
-MATMUL_MAX_T = 128
+@dataclass(frozen=True)
+class AutoRule:
+    """When ``parallel='auto'`` runs a parallel form, for one (device type, backend of the sequential kernel).
+
+    Parallel when some ``(min_T, max_n)`` of ``rows`` has T >= min_T and n_eff <= max_n, where
+    n_eff = n · k · itemsize / 4 (k states, compute dtype): the parallel forms' cost grows with the bytes
+    per neuron-step, the sequential kernel's is a chain of T dependent steps. Then matmul while A is uniform
+    and T <= ``matmul_max_T``, else scan. ``measured`` says whether the rows come from measurements.
+    """
+
+    rows: tuple[tuple[int, int], ...]
+    matmul_max_T: int
+    measured: bool
+
+
+#: parallel='auto' by measurement, per (device type, backend); docs/parallel.md has the tables behind each row.
+AUTO_RULES = {
+    # 2-core CPU, reset-free LIF / CubaLIF fwd+bwd: the torch loop pays ~0.1 ms of op overhead per step
+    ("cpu", "torch"): AutoRule(rows=((16, 4096),), matmul_max_T=64, measured=True),
+    # the C kernel's time loop beats every torch parallel form at every measured shape (T 16..4096, N 16..4096)
+    ("cpu", "c"): AutoRule(rows=(), matmul_max_T=0, measured=True),
+    # the Triton interpreter (tests, machines without a GPU): as the torch backend
+    ("cpu", "triton"): AutoRule(rows=((16, 4096),), matmul_max_T=64, measured=False),
+    # PROVISIONAL until measured on a GPU (H200 roofline, docs/parallel.md): the sequential kernel walks T
+    # dependent steps (~1.4 us per step fwd+bwd measured at N <= 65536), the chunked scan costs ~0.2 ms plus
+    # ~20 passes over [T, N] (~38 ps per neuron-step at 4.2 TB/s)
+    ("cuda", "triton"): AutoRule(rows=((128, 4096), (256, 16384), (1024, 32768)), matmul_max_T=0, measured=False),
+    # PROVISIONAL: the torch backend's loop launches kernels per step on a GPU; a parallel form wins from a few steps
+    ("cuda", "torch"): AutoRule(rows=((8, 1 << 40),), matmul_max_T=64, measured=False),
+}
 
 
 @dataclass(frozen=True)
@@ -51,6 +76,7 @@ class Kernels:
     uniform: bool                 # one A for every step and neuron (the matmul form applies)
     reset_free: bool              # no spike-driven update: the parallel forms are the whole neuron
     exact_mode: bool              # spike-driven, and the exact fixed-point mode can run here
+    device_type: str = "cpu"      # where the tensors are (parallel='auto' decides per device)
 
 
 @dataclass(frozen=True)
@@ -96,34 +122,39 @@ def kernels_for(layer, vector: tuple[bool, ...], dtype: torch.dtype, device: tor
                                       "parallel='scan'")
     # the exact mode iterates to a fixed point whose pass count depends on values: not while tracing, not on meta
     exact_mode = bool(verdict.spike_driven) and not compiling and device.type != "meta"
-    return Kernels(backend, register(compiled), options, solver_key, uniform, not verdict.spike_driven, exact_mode)
+    return Kernels(backend, register(compiled), options, solver_key, uniform, not verdict.spike_driven, exact_mode,
+                   device.type)
 
 
 def form_for(layer, kernels: Kernels, T: int, n: int) -> str:
-    """The form of a call of T steps of n neurons (the ``parallel='auto'`` rule; see docs/parallel.md).
+    """The form of a call of T steps of n neurons (the ``parallel='auto'`` rule: :func:`auto_form`).
 
-    Reset-free linear neurons go parallel from T >= AUTO_MIN_T when there are few neurons: matmul while A is
-    uniform, T <= MATMUL_MAX_T and n <= AUTO_MATMUL_MAX_N, else scan for n <= AUTO_SCAN_MAX_N; otherwise the
-    fused sequential kernel, which already saturates memory bandwidth with many neurons. Neurons with a
-    spike-driven update run the exact mode only when a parallel form is asked for.
+    Neurons with a spike-driven update run the exact mode only when a parallel form is asked for.
     """
     if kernels.solver_key is None:
         return "sequential"
     asked = layer.parallel
     if asked == "auto":
-        return auto_form(T, n, kernels.uniform)
+        return auto_form(T, n, kernels.uniform, kernels.device_type, kernels.backend, len(layer.spec.states),
+                         kernels.options.compute_dtype)
     if kernels.reset_free:
         return asked
     return f"exact-{asked}" if kernels.exact_mode else "sequential"
 
 
-def auto_form(T: int, n: int, uniform: bool) -> str:
-    """``parallel='auto'`` for a reset-free linear neuron (thresholds above, measured on CPU)."""
-    if T < AUTO_MIN_T:
+def auto_form(T: int, n: int, uniform: bool, device: str = "cpu", backend: str | None = None, k: int = 1,
+              dtype: str = "float32") -> str:
+    """``parallel='auto'`` for a reset-free linear neuron: 'sequential', 'scan' or 'matmul' (:data:`AUTO_RULES`).
+
+    ``backend``: the one running the sequential kernel (None: what ``backend='auto'`` picks on ``device``).
+    """
+    if backend is None:
+        backend = backends.choose_auto(torch.device(device)).name
+    rule = AUTO_RULES.get((device, backend)) or AUTO_RULES.get((device, "torch")) or AUTO_RULES[("cpu", "torch")]
+    n_eff = n * k * (8 if dtype == "float64" else 4) // 4
+    if not any(T >= min_t and n_eff <= max_n for min_t, max_n in rule.rows):
         return "sequential"
-    if uniform and T <= MATMUL_MAX_T and n <= AUTO_MATMUL_MAX_N:
-        return "matmul"
-    return "scan" if n <= AUTO_SCAN_MAX_N else "sequential"
+    return "matmul" if uniform and T <= rule.matmul_max_T else "scan"
 
 
 def run(layer, route: Route, inputs, init, params, store_seqs: bool):

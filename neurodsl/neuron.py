@@ -317,14 +317,14 @@ class Neuron(nn.Module):
         """The backend a call with tensors on ``device`` runs (``backend='auto'``: decided per device)."""
         return dispatch.resolve_backend(self.backend, torch.device(device))
 
-    def choose_form(self, T: int, n: int = 1, uniform: bool = True) -> str:
-        """'sequential', 'scan' or 'matmul' for T steps of n neurons (``uniform``: one A for all); see
-        :func:`neurodsl.dispatch.form_for` for the ``parallel='auto'`` rule."""
+    def choose_form(self, T: int, n: int = 1, uniform: bool = True, device: str = "cpu") -> str:
+        """'sequential', 'scan' or 'matmul' for T steps of n neurons on ``device`` (``uniform``: one A for all);
+        see :func:`neurodsl.dispatch.auto_form` for the ``parallel='auto'`` rule."""
         if self.parallel != "auto":
             return self.parallel
         if self.verdict.spike_driven or not self.verdict.exact:
             return "sequential"
-        return dispatch.auto_form(T, n, uniform)
+        return dispatch.auto_form(T, n, uniform, device, self.resolve_backend(device), len(self.spec.states))
 
     def kernel_source(self, kind: str = "forward", backend: str | None = None) -> str:
         """The generated source this module runs: ``kind`` is 'forward', 'backward' or 'all'.

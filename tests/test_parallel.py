@@ -116,9 +116,10 @@ def test_matmul_needs_uniform_A():
 
 
 def test_auto_rule_and_repr():
-    layer = Z.LIFNoReset()
+    layer = Z.LIFNoReset(backend="torch")
     layer(torch.rand(4, 3))
     assert layer.last_form == {"form": "sequential"}            # short sequences stay sequential
+    assert layer.last_route.kernels.device_type == "cpu"
     layer.reset_state()
     layer(torch.rand(64, 3))
     assert layer.last_form == {"form": "matmul"}                # few neurons, uniform A, short T
@@ -127,16 +128,43 @@ def test_auto_rule_and_repr():
     assert layer.last_form == {"form": "scan"}                  # few neurons, longer T
     layer.reset_state()
     layer(torch.rand(64, 5000))
-    assert layer.last_form == {"form": "sequential"}            # many neurons: the fused loop is faster
-    per_neuron = Z.LIFNoReset(tau=torch.full((3,), 3.0))
+    assert layer.last_form == {"form": "sequential"}            # many neurons: the loop is faster
+    per_neuron = Z.LIFNoReset(tau=torch.full((3,), 3.0), backend="torch")
     per_neuron(torch.rand(64, 3))
     assert per_neuron.last_form == {"form": "scan"}             # A not uniform: no matmul
     assert "parallel='auto'" in repr(per_neuron)
     assert [layer.choose_form(T, n) for T, n in [(8, 3), (64, 3), (1024, 256), (1024, 65536)]] == \
         ["sequential", "matmul", "scan", "sequential"]
-    lif = Z.LIF()
+    lif = Z.LIF(backend="torch")
     lif(torch.rand(64, 3))
     assert lif.last_form == {"form": "sequential"}  # neurons with reset: exact mode only on request
+
+
+def test_auto_rule_table_per_device_and_backend():
+    from neurodsl.dispatch import AUTO_RULES, auto_form
+    # CPU, torch backend (measured): parallel from 16 steps up to 4096 neuron-equivalents
+    assert [auto_form(T, 3, True, "cpu", "torch") for T in (8, 16, 64, 65, 4096)] == \
+        ["sequential", "matmul", "matmul", "scan", "scan"]
+    assert auto_form(64, 3, False, "cpu", "torch") == "scan"                  # A per neuron or step: no matmul
+    assert auto_form(1024, 4096, True, "cpu", "torch") == "scan"
+    assert auto_form(1024, 4097, True, "cpu", "torch") == "sequential"
+    # n_eff = n * k * itemsize / 4: two states, or fp64, halve the neurons a parallel form pays off for
+    assert auto_form(1024, 4096, True, "cpu", "torch", k=2) == "sequential"
+    assert auto_form(1024, 2048, True, "cpu", "torch", k=2) == "scan"
+    assert auto_form(1024, 4096, True, "cpu", "torch", dtype="float64") == "sequential"
+    # CPU, C backend (measured): its loop wins everywhere
+    assert {auto_form(T, n, True, "cpu", "c") for T in (16, 1024, 4096) for n in (16, 4096)} == {"sequential"}
+    # CUDA, Triton (provisional): the chunked scan where the loop is latency-bound (long T, few neurons)
+    assert auto_form(4096, 4096, True, "cuda", "triton") == "scan"
+    assert auto_form(16384, 1024, True, "cuda", "triton") == "scan"
+    assert auto_form(64, 4096, True, "cuda", "triton") == "sequential"
+    assert auto_form(1024, 65536, True, "cuda", "triton") == "sequential"
+    assert auto_form(256, 1 << 20, True, "cuda", "triton") == "sequential"
+    assert not AUTO_RULES[("cuda", "triton")].measured and AUTO_RULES[("cpu", "torch")].measured
+    # the layer asks with its own backend and device
+    c_layer = Z.LIFNoReset(backend="c")
+    assert c_layer.choose_form(1024, 256) == "sequential"
+    assert Z.LIFNoReset(backend="triton").choose_form(4096, 4096, device="cuda") == "scan"
 
 
 @pytest.mark.parametrize("cls", [Z.QIF, Z.Izhikevich])
@@ -248,25 +276,135 @@ def test_psu_family_matrices_and_outputs():
     assert rpsu.weight.grad is not None and torch.isfinite(xg.grad).all()
 
 
-# -- the Triton scan kernel -------------------------------------------------------------------------
-@pytest.mark.parametrize("k", [1, 2, 3])
-@pytest.mark.parametrize("T", [1, 5, 64, 130])  # 130 crosses two chunk boundaries (CHUNK = 64 on CPU)
-def test_triton_scan_kernel_equals_doubling_scan(k, T):
-    from kernels_gen.parallel import _doubling_scan, scan
-    gen = torch.Generator().manual_seed(k * 1000 + T)
-    A = torch.rand(T, 19, k, k, generator=gen, dtype=torch.float64) * 0.9 / k
-    b = torch.randn(T, 19, k, generator=gen, dtype=torch.float64)
-    v0 = torch.randn(19, k, generator=gen, dtype=torch.float64)
-    torch.testing.assert_close(scan(A, b, v0, "triton"), _doubling_scan(A, b, v0), rtol=1e-12, atol=1e-12)
+# -- the scans -------------------------------------------------------------------------------------
+def _loop(A, b, v0, reverse=False):
+    """V_t = A_t V_{t-1} + b_t one step at a time (reverse: V_t = A_t V_{t+1} + b_t from V_T = v0)."""
+    T, n, k = b.shape
+    A = A.expand(T, n, k, k)
+    v, out = v0, [None] * T
+    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+        v = torch.einsum("nij,nj->ni", A[t], v) + b[t]
+        out[t] = v
+    return torch.stack(out)
+
+
+A_SHAPES = {"one-A": lambda T, n: (1, 1), "per-neuron": lambda T, n: (1, n), "per-step": lambda T, n: (T, n)}
+
+
+def _problem(k, T, n, shape, seed=0, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    A = torch.rand(*A_SHAPES[shape](T, n), k, k, generator=gen, dtype=dtype) * 0.9 / k
+    return A, torch.randn(T, n, k, generator=gen, dtype=dtype), torch.randn(n, k, generator=gen, dtype=dtype)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+@pytest.mark.parametrize("shape", list(A_SHAPES))
+def test_torch_scans_equal_the_loop(k, shape):
+    from kernels_gen.scans import chunked_scan, doubling_scan
+    for T in (1, 2, 7, 33, 100):
+        A, b, v0 = _problem(k, T, 5, shape, seed=T)
+        want, back = _loop(A, b, v0), _loop(A, b, v0, reverse=True)
+        torch.testing.assert_close(doubling_scan(A, b, v0), want, rtol=1e-12, atol=1e-12)
+        for bt in (1, 4, 16):       # one step per chunk, several chunks with a partial last, one partial chunk
+            torch.testing.assert_close(chunked_scan(A, b, v0, bt), want, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(chunked_scan(A, b, v0, bt, reverse=True), back, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_blocked_matmul_and_its_gradients_equal_the_loop(k):
+    from kernels_gen.scans import blocked_matmul
+    A, b, v0 = _problem(k, 300, 4, "one-A", seed=k)
+    w = torch.randn(300, 4, k, dtype=torch.float64)
+    got, want = [], []
+    for fn, out in ((lambda *a: blocked_matmul(a[0][0, 0], *a[1:], 8), got), (_loop, want)):  # 38 chunks: 2 levels
+        leaves = [t.clone().requires_grad_() for t in (A, b, v0)]
+        V = fn(*leaves)
+        out += [V, *torch.autograd.grad((V * w).sum(), leaves)]
+    for g, e in zip(got, want):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("k, shape, T", [(1, "one-A", 5), (1, "one-A", 37), (1, "per-neuron", 37), (1, "per-step", 37),
+                                         (2, "per-step", 37), (3, "per-neuron", 16), (4, "one-A", 37)])
+def test_triton_chunked_scan_and_adjoint_equal_the_torch_scans(k, shape, T, monkeypatch):
+    """2 neuron blocks x 3 chunks of 16 steps (the last partial): summaries, carries and replay all run."""
+    from kernels_gen import parallel
+    monkeypatch.setattr(parallel, "scan_tiles", lambda T, n, device: (8, 16))
+    A, b, v0 = _problem(k, T, 11, shape, seed=k + T)
+    w = torch.randn(T, 11, k, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    results = {}
+    for backend in ("triton", "torch"):
+        leaves = [t.clone().requires_grad_() for t in (A, b, v0)]
+        V = parallel.scan(*leaves, backend)
+        results[backend] = [V, *torch.autograd.grad((V * w).sum(), leaves)]
+    torch.testing.assert_close(results["torch"][0], _loop(A, b, v0), rtol=1e-12, atol=1e-12)
+    for got, want, what in zip(results["triton"], results["torch"], ("V", "dA", "db", "dv0")):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12, msg=what)
 
 
 def test_triton_scan_gradcheck():
     from kernels_gen.parallel import scan
     gen = torch.Generator().manual_seed(0)
-    A = (torch.rand(3, 2, 2, 2, generator=gen, dtype=torch.float64) * 0.4).requires_grad_()  # 40 inputs:
-    b = torch.randn(3, 2, 2, generator=gen, dtype=torch.float64).requires_grad_()           # each is two
-    v0 = torch.randn(2, 2, generator=gen, dtype=torch.float64).requires_grad_()             # interpreter runs
-    assert torch.autograd.gradcheck(lambda A, b, v0: scan(A, b, v0, "triton"), (A, b, v0))
+    A = (torch.rand(3, 2, 2, 2, generator=gen, dtype=torch.float64) * 0.4).requires_grad_()
+    b = torch.randn(3, 2, 2, generator=gen, dtype=torch.float64).requires_grad_()
+    v0 = torch.randn(2, 2, generator=gen, dtype=torch.float64).requires_grad_()
+    shared = (torch.rand(1, 1, 2, 2, generator=gen, dtype=torch.float64) * 0.4).requires_grad_()  # one A for all
+    for a in (A, shared):  # fast mode: a random projection (each evaluation is three interpreted kernel launches)
+        assert torch.autograd.gradcheck(lambda A, b, v0: scan(A, b, v0, "triton"), (a, b, v0), fast_mode=True)
+
+
+def test_scan_keeps_a_shared_A_unexpanded():
+    """A expanded over steps or neurons reaches the scan as one matrix; its gradient is the sum."""
+    from kernels_gen.parallel import scan
+    A, b, v0 = _problem(2, 9, 3, "one-A", seed=3)
+    full = A.clone().requires_grad_()
+    V = scan(full.expand(9, 3, 2, 2), b, v0)
+    torch.testing.assert_close(V, _loop(A, b, v0), rtol=1e-12, atol=1e-12)
+    (grad,) = torch.autograd.grad(V.sum(), full)
+    leaf = A.clone().requires_grad_()
+    (want,) = torch.autograd.grad(_loop(leaf, b, v0).sum(), leaf)
+    assert grad.shape == (1, 1, 2, 2)
+    torch.testing.assert_close(grad, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_chunked_and_blocked_forms_through_the_layer_equal_sequential(backend, monkeypatch):
+    """Small chunks so that T = 40 crosses them: the torch chunked scan, the blocked matmul, the Triton kernels."""
+    from kernels_gen import parallel
+    monkeypatch.setattr(parallel, "TORCH_DOUBLING_MAX_T", 0)
+    monkeypatch.setattr(parallel, "MATMUL_CHUNK", 4)
+    monkeypatch.setattr(parallel, "scan_tiles", lambda T, n, device: (16, 16))
+    for cls, learn in ((Z.LIFNoReset, ("tau", "v_th")), (Z.CubaLIF.without_reset(), ("c_decay", "v_decay"))):
+        xs = require_safe_inputs(cls(learnable=learn), 40, (2, 5), scale=0.6, offset=0.4)
+        seq = run_with_grads(cls(learnable=learn, parallel="sequential", backend="torch"), xs)
+        for form in ("scan", "matmul"):
+            layer = cls(learnable=learn, parallel=form, backend=backend)
+            spikes, _, grads, _ = run_with_grads(layer, xs, weights=seq[3])
+            assert torch.equal(spikes, seq[0]) and layer.last_form == {"form": form}
+            for name in grads:
+                assert_close(grads[name], seq[2][name], torch.float32, f"{cls.__name__} {form} {name}")
+
+
+def test_gemm_precision_is_opt_in():
+    from kernels_gen.parallel import gemm_precision, matmul
+    A, b, v0 = _problem(1, 200, 6, "one-A", seed=4, dtype=torch.float32)
+    leaf = b.clone().requires_grad_()
+    exact = matmul(A[0, 0], leaf, v0)                          # the default: fp32 GEMMs
+    exact.sum().backward()
+    torch.testing.assert_close(exact, _loop(A, b, v0), rtol=1e-5, atol=1e-5)
+    with gemm_precision("bf16"):
+        rounded_leaf = b.clone().requires_grad_()
+        rounded = matmul(A[0, 0], rounded_leaf, v0)
+    rounded.sum().backward()                                   # backward GEMMs keep the forward's precision
+    assert 1e-5 < (rounded - exact).abs().max().item() < 5e-2  # inputs rounded to bfloat16, fp32 accumulation
+    assert not torch.equal(rounded_leaf.grad, leaf.grad)
+    torch.testing.assert_close(rounded_leaf.grad, leaf.grad, rtol=2e-2, atol=0)
+    with gemm_precision("tf32"):                               # tensor cores exist on CUDA only: exact here
+        torch.testing.assert_close(matmul(A[0, 0], b, v0), exact, rtol=0, atol=0)
+    with pytest.raises(nd.InputError) as err:
+        with gemm_precision("fp16"):
+            pass
+    assert err.value.code == "ND124"
 
 
 @pytest.mark.parametrize("cls, learn", [(Z.LIFNoReset, ("tau", "v_th")), (Z.CubaLIF.without_reset(), ("c_decay",)),
