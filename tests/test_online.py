@@ -192,7 +192,7 @@ def test_alif_eprop_trace_equals_the_published_recursion():
     ours_v, ours_a = [], []
     for t in range(15):
         rule.backward(loss(t, rule.step(x[t])))
-        eps_v, eps_a = rule.eligibility()                 # [n, B, n_in]: the traces after the step's reset
+        eps_v, eps_a = rule.eligibility()                 # [B, n, n_in]: the traces after the step's reset
         ours_v.append(eps_v.clone())
         ours_a.append(eps_a.clone())
     z = model[0](x).detach()
@@ -207,9 +207,9 @@ def test_alif_eprop_trace_equals_the_published_recursion():
         grad += torch.einsum("bj,bji->ji", w[t], psi[t][..., None] * (ev - beta * ea))
         psi_prev = psi[t]
         # ours keep the traces after the reset: ε^v unchanged, ε^a already advanced by one step but for ρ
-        torch.testing.assert_close(ours_v[t].permute(1, 0, 2), ev, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(ours_v[t], ev, rtol=1e-10, atol=1e-12)
         ea_next = psi[t][..., None] * ev + (rho - beta * psi[t])[..., None] * ea
-        torch.testing.assert_close(ours_a[t].permute(1, 0, 2) * rho, ea_next, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(ours_a[t] * rho, ea_next, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(model[0].weight.grad, grad, rtol=1e-10, atol=1e-12)
     assert psi.abs().max() > 0 and grad.abs().max() > 0
 
@@ -311,11 +311,20 @@ def _peak(run) -> int:
     return mode.peak
 
 
-def test_online_memory_does_not_grow_with_T():
+@pytest.fixture
+def one_thread():
+    """Thousands of tiny ops: one intra-op thread (a second one only waits for the first on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_online_memory_does_not_grow_with_T(one_thread):
     """Peak tensor memory of 1000 online e-prop steps is within 10% of 100 steps (BPTT's grows with T)."""
     torch.manual_seed(7)
-    model = nn.Sequential(nn.Linear(8, 32), nd.zoo.LIF(backend="torch", learnable=("tau",)))
-    x = torch.rand(1000, 16, 8) * 2
+    model = nn.Sequential(nn.Linear(8, 32, bias=False), nd.zoo.IF(backend="torch"))   # few ops per step: fast
+    x = torch.rand(1000, 16, 8)
     loss = lambda t, out: out.sum()  # noqa: E731
 
     def online_run(T):
@@ -326,4 +335,4 @@ def test_online_memory_does_not_grow_with_T():
     short, long = _peak(lambda: online_run(100)), _peak(lambda: online_run(1000))
     assert long <= 1.1 * short, (short, long)
     bptt = [_peak(lambda: online.bptt(model, x[:T], loss)) for T in (100, 300)]
-    assert bptt[1] > 2 * bptt[0] and bptt[0] > short                         # the measure sees BPTT's growth
+    assert bptt[1] > 1.5 * bptt[0] and bptt[0] > short                       # the measure sees BPTT's growth

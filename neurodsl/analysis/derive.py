@@ -70,6 +70,15 @@ def plan_key(spec: NeuronSpec, options: KernelOptions) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+def real_diff(expr: sp.Expr, symbol: sp.Symbol) -> sp.Expr:
+    """∂expr/∂symbol for real-valued equations: sympy writes d|f| for an f it cannot prove real (e.g.
+    ``(1 + sigmoid(h))**1.5``) with ``re(f)`` and ``im(f)``, which no printer has; every value is real here."""
+    d = sp.diff(expr, symbol)
+    if d.has(sp.re, sp.im):
+        d = d.replace(sp.re, lambda a: a).replace(sp.im, lambda a: sp.Integer(0))
+    return d
+
+
 def _cse(targets: list[sp.Symbol], exprs: list[sp.Expr], prefix: str) -> list[Assign]:
     """Common-subexpression elimination; constants are folded first so no temporary is a bare number."""
     names = sp.numbered_symbols(prefix, real=True)
@@ -113,27 +122,27 @@ def backward_program(spec: NeuronSpec, options: KernelOptions) -> list[Assign]:
     g_h = [sym(grad_name(charged_name(s))) for s in spec.states]
 
     program = [Assign(fire, spec.fire), Assign(spike, _spike_expr(fire, options, alpha))]
-    ds = sp.Integer(0) if options.detach_reset else sum(g * sp.diff(r, spike) for g, r in zip(g_new, reset))
+    ds = sp.Integer(0) if options.detach_reset else sum(g * real_diff(r, spike) for g, r in zip(g_new, reset))
     program.append(Assign(g_s, g_spike + ds))
     program.append(Assign(g_fire, g_s * options.surrogate.derivative(fire, alpha)))
     for s, gh in zip(spec.states, g_h):
         h = charged[s]
-        expr = sum(g * sp.diff(r, h) for g, r in zip(g_new, reset)) + g_fire * sp.diff(spec.fire, h)
+        expr = sum(g * real_diff(r, h) for g, r in zip(g_new, reset)) + g_fire * real_diff(spec.fire, h)
         program.append(Assign(gh, expr))
 
     targets, exprs = [], []
     for s in spec.states:
         targets.append(sym(grad_name(prev_name(s))))
-        exprs.append(sum(gh * sp.diff(c, prev[s]) for gh, c in zip(g_h, charge)))
+        exprs.append(sum(gh * real_diff(c, prev[s]) for gh, c in zip(g_h, charge)))
     for i in spec.inputs:
         targets.append(sym(grad_name(input_name(i))))
-        exprs.append(sum(gh * sp.diff(c, inputs[i]) for gh, c in zip(g_h, charge)))
+        exprs.append(sum(gh * real_diff(c, inputs[i]) for gh, c in zip(g_h, charge)))
     for p in spec.params:
         if p in options.learnable:
             ps = params[p]
             targets.append(sym(grad_name(param_name(p))))
-            exprs.append(sum(g * sp.diff(r, ps) for g, r in zip(g_new, reset)) + g_fire * sp.diff(spec.fire, ps)
-                         + sum(gh * sp.diff(c, ps) for gh, c in zip(g_h, charge)))
+            exprs.append(sum(g * real_diff(r, ps) for g, r in zip(g_new, reset)) + g_fire * real_diff(spec.fire, ps)
+                         + sum(gh * real_diff(c, ps) for gh, c in zip(g_h, charge)))
     if ALPHA in options.learnable:
         targets.append(sym(grad_name(param_name(ALPHA))))
         exprs.append(g_s * options.surrogate.alpha_derivative(fire, alpha))

@@ -30,7 +30,7 @@ import sympy as sp
 from kernels_gen.plan import FIRE, SPIKE, param_name, sym
 
 from ..spec import NeuronSpec
-from .derive import ALPHA, KernelOptions
+from .derive import ALPHA, KernelOptions, real_diff
 
 #: ψ, the surrogate derivative σ'(u) at u = fire (a placeholder symbol; :attr:`StepJacobians.psi` is its value).
 PSI = sym("psi")
@@ -169,7 +169,7 @@ def _is_diagonal(matrix: Matrix) -> bool:
 
 
 def _jacobian(exprs, symbols) -> Matrix:
-    return Matrix([[sp.diff(e, s) for s in symbols] for e in exprs]) if symbols else Matrix.zeros(len(exprs), 0)
+    return Matrix([[real_diff(e, s) for s in symbols] for e in exprs]) if symbols else Matrix.zeros(len(exprs), 0)
 
 
 @functools.lru_cache(maxsize=512)

@@ -182,7 +182,7 @@ class EProp(OnlineRule):
     """e-prop / OSTL: exact per-neuron eligibility traces (k×k, from the derived Jacobians) per synapse of the
     ``nn.Linear`` feeding each neuron layer, and per neuron parameter and bias; same-step learning signals.
 
-    Memory: k·B·n_out·n_in per Linear (independent of T); the trace is updated in chunks of neurons in place.
+    Memory: k·B·n_out·n_in per Linear (independent of T); the trace is updated in chunks of inputs in place.
     """
 
     name = "eprop"
@@ -226,36 +226,38 @@ class EProp(OnlineRule):
             self._synapse_update(i, signal)
 
     def _synapse_update(self, i: int, signal: torch.Tensor | None) -> None:
-        """ε ← J ε + K z for every synapse (chunks of neurons, in place); with a signal, ∂L/∂W += Σ_b L·e."""
+        """ε ← J ε + K z for every synapse (chunks of inputs, in place); with a signal, ∂L/∂W += Σ_b L·e.
+
+        Traces are [n_in, n, B] per state: a chunk of inputs is contiguous, and the per-neuron values
+        ([1, n, B]) broadcast along the outermost dimension only (the fast path of elementwise ops)."""
         unit, trace = self.units[i], self._trace[i]
         prev, current, z, params = trace.pop("pending")
         n, B, n_in = unit.n, unit.batch, z.shape[1]
-        if "synapse" not in trace:       # [n, B, n_in] per state: a chunk of neurons is contiguous
-            trace["synapse"] = [z.new_zeros(n, B, n_in) for _ in prev]
+        if "synapse" not in trace:
+            trace["synapse"] = [z.new_zeros(n_in, n, B) for _ in prev]
             trace["zero"] = [z.new_zeros(1) for _ in unit.learnable]
         E = trace["synapse"]
-        params = [p.reshape(-1, 1, 1) if p.numel() > 1 else p for p in params]     # neuron-major layout
-        grad = None if signal is None else z.new_zeros(n, n_in)
-        chunk = max(1, min(n, CHUNK_ELEMENTS // max(1, B * n_in)))
-        tz = z[None]
-        for a in range(0, n, chunk):
+        values = [v.T[None] for v in prev]                                          # [1, n, B]
+        params = [p.reshape(1, -1, 1) if p.numel() > 1 else p for p in params]
+        tz = z.T[:, None, :]                                                          # [n_in, 1, B]
+        grad = None if signal is None else z.new_empty(n, n_in)
+        chunk = max(1, min(n_in, CHUNK_ELEMENTS // max(1, B * n)))
+        for a in range(0, n_in, chunk):
             rows = slice(a, a + chunk)
-            vals = [v[:, rows].T[..., None] for v in prev]
-            pars = [p[rows] if p.numel() > 1 else p for p in params]
-            _, _, ts, tn = unit.tangent_step(vals, current[:, rows].T[..., None], pars, [e[rows] for e in E], tz,
+            _, _, ts, tn = unit.tangent_step(values, current.T[None], params, [e[rows] for e in E], tz[rows],
                                              trace["zero"])
             for e, t in zip(E, tn):
                 e[rows].copy_(t)
             if grad is not None:
-                grad[rows] = torch.bmm(signal[:, rows].T[:, None, :], ts)[:, 0]
+                grad[:, rows] = (ts * signal.T).sum(-1).T
         if grad is not None:
             accumulate(self.modules[self.synapse_of[i]].weight, grad)
 
     def eligibility(self, i: int | None = None) -> list[torch.Tensor]:
-        """The per-synapse traces ε of neuron layer ``i`` (the first by default): [n, B, n_in] per state."""
+        """The per-synapse traces ε of neuron layer ``i`` (the first by default): [B, n, n_in] per state."""
         i = min(self.units) if i is None else i
         self._flush()
-        return self._trace[i].get("synapse", [])
+        return [e.permute(2, 1, 0) for e in self._trace[i].get("synapse", [])]
 
 
 OSTL = EProp
@@ -303,11 +305,17 @@ class OTTT(OnlineRule):
             return
         unit, module = self.units[i], self.modules[j]
         grad_current = (signal * self._trace[i]["readout"][..., 0]).reshape(unit.batch, *unit.feature_shape)
-        params = dict(trainable(module))
         pre = self._trace[i]["pre"]
+        grad_current = grad_current.to(pre.dtype)
+        if type(module) is nn.Linear:                     # the vjp below, written out
+            accumulate(module.weight, grad_current.T @ pre)
+            if module.bias is not None:
+                accumulate(module.bias, grad_current.sum(0))
+            return
+        params = dict(trainable(module))
         _, vjp = torch.func.vjp(lambda p: torch.func.functional_call(module, p, (pre,)),
                                 {n: p.detach() for n, p in params.items()})
-        for name, g in vjp(grad_current.to(pre.dtype))[0].items():
+        for name, g in vjp(grad_current)[0].items():
             accumulate(params[name], g)
 
 

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import sympy as sp
 import torch
 
 from ...names import charged_name, input_name, param_name
-from ...plan import SPIKE, KernelPlan, ParallelPlan
+from ...plan import SPIKE, TSPIKE, KernelPlan, ParallelPlan
 from ..base import (Backend, PlanNames, TangentNames, environment, header_context, plan_meta, print_program,
                     render_template)
 from .printer import TorchPrinter
@@ -43,6 +44,42 @@ def kernel_context(plan: KernelPlan, key: str, label: str) -> dict:
     )
 
 
+def tangent_body(plan: KernelPlan, tan: TangentNames) -> list[str]:
+    """The tangent program, each tangent output (a sum of coefficient × tangent) as one product and in-place
+    ``addcmul_`` / ``add_`` (a pass less per term than ``a*b + c*d``: these run on [*S, D] tangents)."""
+    printer = TorchPrinter()
+    tangents = {*tan.prev, *tan.inputs, *tan.params}
+    outputs = {*tan.returns[tan.returns.index(TSPIKE):]}
+    lines = []
+    for a in plan.tangent:
+        terms = _linear_terms(a.expr, tangents) if a.target.name in outputs else None
+        if not terms:
+            lines.append(f"{a.target.name} = {printer.doprint(a.expr)}")
+            continue
+        terms.sort(key=lambda ct: ct[1] in tan.params)          # parameter tangents last: they may be scalars
+        (coeff, first), rest = terms[0], terms[1:]
+        text = f"{first}.clone()" if coeff is None else f"torch.mul({first}, {printer.doprint(coeff)})"
+        for coeff, tangent in rest:
+            text += (f".add_({tangent})" if coeff is None else
+                     f".add_({tangent}, alpha={printer.doprint(coeff)})" if coeff.is_Number else
+                     f".addcmul_({tangent}, {printer.doprint(coeff)})")
+        lines.append(f"{a.target.name} = {text}")
+    return lines
+
+
+def _linear_terms(expr, tangents: set[str]):
+    """``[(coefficient or None, tangent name)]`` of a sum of coefficient × tangent, else None."""
+    terms = []
+    for term in sp.Add.make_args(expr):
+        factors = sp.Mul.make_args(term)
+        found = [f for f in factors if isinstance(f, sp.Symbol) and f.name in tangents]
+        if len(found) != 1:
+            return None
+        rest = sp.Mul(*(f for f in factors if f is not found[0]))
+        terms.append((None if rest == 1 else rest, found[0].name))
+    return terms
+
+
 def tangent_context(plan: KernelPlan, key: str, label: str) -> dict:
     """The names ``tangent.py.j2`` declares: the step program and the time loop over values and tangents."""
     n, tan, role = PlanNames(plan), TangentNames(plan), PlanNames.role
@@ -52,7 +89,7 @@ def tangent_context(plan: KernelPlan, key: str, label: str) -> dict:
         **header_context(label=label, key=key, fingerprint=plan.fingerprint(), backend="torch", meta=plan_meta(plan)),
         seq_inputs=seq_inputs, prev=n.prev, params=n.params, step_inputs=list(zip(n.inputs, seq_inputs)),
         state_updates=list(zip(n.prev, n.new, seq_states)), seq_states=seq_states,
-        tan_args=tan.args, tan_body=print_program(plan.tangent, TorchPrinter()), tan_returns=tan.returns,
+        tan_args=tan.args, tan_body=tangent_body(plan, tan), tan_returns=tan.returns,
         tseq_inputs=tseq_inputs, tprev=tan.prev, tparams=tan.params, tseq_states=tseq_states,
         tstep_inputs=list(zip(tan.inputs, tseq_inputs)), tstate_updates=list(zip(tan.prev, tan.new, tseq_states)),
     )
@@ -122,12 +159,14 @@ class TorchBackend(Backend):
         return spikes.to(io_dtype), states, tspikes.to(io_dtype), tstates
 
     def tangent_step(self, module, prev, inputs, params, tangent_prev, tangent_inputs, tangent_params):
-        """The generated step runs on the broadcast shapes directly: the values once per neuron."""
-        out = module.tangent_step(*prev, *inputs, *params, *tangent_prev, *tangent_inputs, *tangent_params)
+        """The generated step runs on the broadcast shapes directly: the values once per neuron, tangents as
+        views expanded to the full shape (the tangent outputs are accumulated in place into their first term)."""
         k = len(prev)
         values = (*prev, *inputs, *params)
         shape = broadcast_shape(values)
         full = broadcast_shape((*values, *tangent_prev, *tangent_inputs, *tangent_params))
+        tangents = [t if t.shape == full else t.expand(full) for t in (*tangent_prev, *tangent_inputs, *tangent_params)]
+        out = module.tangent_step(*prev, *inputs, *params, *tangents)
         like = prev[0]
         dense = lambda v, s: v if isinstance(v, torch.Tensor) and v.shape == s else torch.zeros(  # noqa: E731
             s, dtype=like.dtype, device=like.device) + v
