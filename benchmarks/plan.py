@@ -22,31 +22,32 @@ def default_budget(items: list[dict]) -> float:
 
 def _cpu(tiny: bool, with_compile: bool) -> list[dict]:
     ours, loop = "neurodsl-torch", ["torch-loop"] + (["torch-compile-loop"] if with_compile else [])
+    c_ours = "neurodsl-c"  # the C backend (what backend='auto' runs on CPU with a C compiler), next to ours
     peer_lif = ["spikingjelly", "snntorch", "norse"]
     items = [dict(name="copy_bandwidth", budget_s=5, about="memory copy (roofline reference)"),
-             dict(name="host_overhead", kind="lif", impls=[ours, "spikingjelly"], shapes=[OVERHEAD_SHAPE],
+             dict(name="host_overhead", kind="lif", impls=[ours, c_ours, "spikingjelly"], shapes=[OVERHEAD_SHAPE],
                   modes=("infer", "fwd", "fwdbwd"), budget_s=15,
                   about=f"per-call host time of a layer call on {list(OVERHEAD_SHAPE)} (all overhead)")]
     n, t = (256, 8) if tiny else (65536, 64)
-    items.append(dict(name="lif_cpu", kind="lif", impls=[ours, *peer_lif, *loop], shapes=[(t, n)],
-                      modes=("fwd", "bwd", "fwdbwd"), roofline=True, budget_s=120,
+    items.append(dict(name="lif_cpu", kind="lif", impls=[ours, c_ours, *peer_lif, *loop], shapes=[(t, n)],
+                      modes=("infer", "fwd", "bwd", "fwdbwd"), roofline=True, budget_s=120,
                       about=f"LIF fwd+bwd, T={t}, N={n} (the CPU target case)"))
     n0, ts = (256, (4, 8)) if tiny else (65536, (8, 32, 128))
-    items.append(dict(name="paper000", kind="paper000", impls=[ours, "spikingjelly", "torch-loop"],
+    items.append(dict(name="paper000", kind="paper000", impls=[ours, c_ours, "spikingjelly", "torch-loop"],
                       shapes=[(t, n0) for t in ts], modes=("infer", "fwdbwd"), roofline=True, budget_s=150,
                       about=f"paper 000 LIF, scaled to N={n0}, T in {list(ts)} (GPU suite: N=1,000,000)"))
     b, n1, ts = (2, 64, (4,)) if tiny else (16, 4096, (4, 16, 32))
     for kind in ("lif", "plif"):
-        items.append(dict(name=f"{kind}_sizes", kind=kind, impls=[ours, "spikingjelly", "torch-loop"],
+        items.append(dict(name=f"{kind}_sizes", kind=kind, impls=[ours, c_ours, "spikingjelly", "torch-loop"],
                           shapes=[(t, b, n1) for t in ts], modes=("fwdbwd",), budget_s=90,
                           about=f"{kind.upper()} fwd+bwd on [T, {b}, {n1}] (GPU suite: [T, 64, 65536]), fp32"))
     t2, b2, n2 = (6, 2, 32) if tiny else (100, 16, 1024)
-    items.append(dict(name="network", kind="lif", impls=[ours, f"{ours}-compiled", *peer_lif, "torch-loop"],
+    items.append(dict(name="network", kind="lif", impls=[ours, c_ours, f"{ours}-compiled", *peer_lif, "torch-loop"],
                       shapes=[(t2, b2, n2)], modes=("fwd", "bwd", "fwdbwd"), network=n2, budget_s=200,
                       about=f"Linear({n2},{n2}) + LIF, batch {b2}, T={t2} (GPU suite: 16384 neurons, T=500)"))
     n3, t3 = (256, 8) if tiny else (65536, 64)
     for kind in ("alif", "izhikevich"):
-        items.append(dict(name=f"custom_{kind}", kind=kind, impls=[ours, "sj-flexsn", "torch-loop"],
+        items.append(dict(name=f"custom_{kind}", kind=kind, impls=[ours, c_ours, "sj-flexsn", "torch-loop"],
                           shapes=[(t3, n3)], modes=("fwd", "fwdbwd"), budget_s=90,
                           about=f"custom neuron {kind}, T={t3}, N={n3}"))
     forms = ["neurodsl-scan", "neurodsl-matmul"]

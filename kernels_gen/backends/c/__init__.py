@@ -101,7 +101,8 @@ def kernel_context(plan: KernelPlan, key: str, label: str) -> dict:
         step_decls=[f"nd_real {', '.join(fwd_outs)};"],
         step_call=f"nd_step({', '.join(fwd_args + ['&' + r for r in fwd_outs])});",
         fwd_row_stores=[f"spike_ptr[j] = {SPIKE};"] + [f"{ptr(s)}[j] = {h};" for h, s in zip(n.saved, save)]
-        + [line for v, new, o in zip(n.prev, n.new, out) for line in (f"{blk(v)}[j] = {new};", f"{ptr(o)}[j] = {new};")],
+        + [line for v, new, o in zip(n.prev, n.new, out)
+           for line in (f"{blk(v)}[j] = {new};", f"{ptr(o)}[j] = {new};")],
         # backward
         bwd_kernel_params=bwd_ptrs, bwd_block_args=names_of(bwd_ptrs),
         grad_decls=[f"nd_real {blk(g)}[ND_BLOCK];" for g in n.grad_new + acc],
@@ -168,7 +169,10 @@ class CBackend(Backend):
         found = toolchain.toolchain()
         if isinstance(found, BackendError):
             raise found
-        return toolchain.library(module.LABEL, module.C_SOURCE, found)
+        loaded = module.__dict__.setdefault("_c_libraries", {})  # per toolchain: no source hashing per call
+        if found not in loaded:
+            loaded[found] = toolchain.library(module.LABEL, module.C_SOURCE, found)
+        return loaded[found]
 
     def forward(self, module, inputs, init_states, params, store_seqs, io_dtype, save):
         meta, lib = module.META, self.library(module)
