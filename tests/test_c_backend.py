@@ -98,6 +98,35 @@ def test_inference_matches_training_forward_and_threads_agree():
     assert torch.equal(single, inferred)
 
 
+def _run_in_child(layer, x, queue):
+    layer.reset_state()
+    with torch.no_grad():
+        queue.put(layer(x).numpy().tobytes())
+
+
+@needs_cc
+def test_a_forked_process_runs_the_kernels():
+    """GNU OpenMP's thread pool does not survive fork: a child of a process that ran kernels on several
+    threads runs them on one (it would hang otherwise), with the same results."""
+    import multiprocessing
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        layer = nd.zoo.LIF(backend="c")
+        x = torch.rand(6, 3000) * 2
+        with torch.no_grad():
+            want = layer(x)
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_run_in_child, args=(layer, x, queue))
+        child.start()
+        got = queue.get(timeout=120)
+        child.join(timeout=60)
+    finally:
+        torch.set_num_threads(threads)
+    assert got == want.numpy().tobytes()
+
+
 @needs_cc
 def test_random_spec_campaign():
     report = campaign(examples=8, backend="c", seed=11, max_steps=5)

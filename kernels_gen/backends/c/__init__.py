@@ -10,6 +10,7 @@ tangent kernels.
 from __future__ import annotations
 
 import ctypes
+import os
 from pathlib import Path
 
 import torch
@@ -133,6 +134,22 @@ def kernel_context(plan: KernelPlan, key: str, label: str) -> dict:
     )
 
 
+_OPENMP_PID: int | None = None
+
+
+def threads() -> int:
+    """OpenMP threads for a kernel: ``torch.get_num_threads()``, or 1 in a process forked after this one ran
+    kernels on several threads (GNU OpenMP's thread pool does not survive a fork: the child would hang)."""
+    global _OPENMP_PID
+    wanted = torch.get_num_threads()
+    if wanted > 1:
+        if _OPENMP_PID is None:
+            _OPENMP_PID = os.getpid()
+        elif _OPENMP_PID != os.getpid():
+            return 1
+    return wanted
+
+
 def _call(fn, tensors, *flags) -> None:
     """Call a kernel with the raw pointers of contiguous CPU ``tensors``, then T, N (int64) and int flags."""
     if fn.argtypes is None:
@@ -183,7 +200,7 @@ class CBackend(Backend):
         saved = [torch.empty((T, n), dtype=cdt) if save else torch.zeros(1, dtype=cdt)
                  for _ in meta["saved_states"]]  # without ``save`` one defined placeholder element each
         _call(lib.forward_kernel, [*inputs, *init_states, *params, spikes, *states, *saved], T, n, int(store_seqs),
-              int(save), torch.get_num_threads())
+              int(save), threads())
         return spikes.to(io_dtype), tuple(states), tuple(saved)
 
     def backward(self, module, grad_spikes, grad_states, saved, inputs, init_states, params, store_seqs):
@@ -196,7 +213,7 @@ class CBackend(Backend):
         grad_init = [torch.empty((n,), dtype=cdt) for _ in meta["states"]]
         grad_params = [torch.empty((n,), dtype=cdt) for p in meta["params"] if p[2]]
         _call(lib.backward_kernel, [grad_spikes, *grad_states, *saved, *needed, *prev_init, *params, *grad_inputs,
-                                    *grad_init, *grad_params], T, n, int(store_seqs), torch.get_num_threads())
+                                    *grad_init, *grad_params], T, n, int(store_seqs), threads())
         return tuple(grad_inputs), tuple(grad_init), tuple(grad_params)
 
     # forward-mode AD and online learning: the torch backend's generated tangent kernels (torch code, on CPU)
