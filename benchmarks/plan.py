@@ -57,7 +57,17 @@ def _cpu(tiny: bool, with_compile: bool) -> list[dict]:
     items.append(dict(name="codegen", kinds=("lif",) if tiny else ("lif", "alif", "izhikevich"),
                       backends=("torch",) if tiny else ("torch", "triton"), reps=1 if tiny else 3, budget_s=120,
                       about="codegen latency: cold / warm disk cache (fresh processes), memo"))
+    items.append(_online(tiny, (2, 8, 8, 4) if tiny else (32, 256, 256, 200), budget_s=120))
     return items
+
+
+def _online(tiny: bool, size: tuple, budget_s: float) -> dict:
+    """neurodsl.online: one online step (e-prop, OTTT, SLTT) against the layer's inference step, and the peak
+    memory of T training steps against BPTT's (benchmarks/online.py)."""
+    B, n_in, n, T = size
+    return dict(name="online_step", shape=(B, n_in, n), T=T, rules=("eprop", "ottt", "sltt"), budget_s=budget_s,
+                about=f"online step of Linear({n_in},{n}) + ALIF, batch {B}, vs the inference step; peak memory "
+                      f"of {T} steps vs BPTT")
 
 
 def _gpu(device: torch.device, tiny: bool, with_compile: bool) -> list[dict]:

@@ -312,6 +312,9 @@ def run_item(ctx: Context, item: dict) -> None:
     if name == "host_overhead":
         from .overhead import host_overhead
         return host_overhead(ctx, item)
+    if name == "online_step":
+        from .online import online_step
+        return online_step(ctx, item)
     make = _Network(item["network"]) if item.get("network") else None
     cases = [(dtype, i, shape) for i, shape in enumerate(item["shapes"])  # sizes in plan order, each dtype
              for dtype in item.get("dtypes", (torch.float32,))]

@@ -73,6 +73,21 @@ def test_randman_tiny(capsys):
     assert scan["test_acc"] == matmul["test_acc"] and scan["train_acc"] == matmul["train_acc"]  # one neuron
 
 
+def test_online_randman_tiny(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)          # thousands of tiny ops: a second intra-op thread only waits on a busy machine
+    try:
+        rows = example("online_randman").main(["--tiny", "--plot", str(tmp_path / "cosine.png")])
+    finally:
+        torch.set_num_threads(threads)
+    assert [r["algorithm"] for r in rows] == ["bptt", "eprop", "ottt"]
+    assert all(0 <= r["test_acc"] <= 1 and r["seconds_per_epoch"] > 0 and r["peak_mb"] > 0 for r in rows)
+    out = capsys.readouterr().out
+    assert "| eprop | 0.weight | 1.0000 | 1.0000 |" in out          # one neuron layer: e-prop is BPTT's gradient
+    assert (tmp_path / "cosine.png").read_bytes().startswith(PNG)
+
+
 @pytest.mark.parametrize("extra", [[], ["--no-recurrence"]])
 def test_recurrent_single_step_tiny(extra):
     pytest.importorskip("sklearn")

@@ -2,19 +2,16 @@
 published ALIF e-prop recursion, the deferred (scan) form, the per-step API, and memory independent of T."""
 from __future__ import annotations
 
-import gc
-import weakref
-
 import pytest
 import torch
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import neurodsl as nd
 import neurodsl.online as online
 from neurodsl.errors import OnlineError
+from neurodsl.online.memory import peak_memory
 from neurodsl.testing import layers
 
 F64 = torch.float64
@@ -278,39 +275,6 @@ def test_compare_grads_table_and_plot(tmp_path):
     assert (tmp_path / "cosine.png").read_bytes().startswith(b"\x89PNG")
 
 
-class PeakTensorMemory(TorchDispatchMode):
-    """Peak bytes of the tensors alive at once among those the ops create while the mode is active (CPU
-    allocations are invisible to tracemalloc; this follows every op's new storage until it is freed)."""
-
-    def __init__(self):
-        super().__init__()
-        self.live = self.peak = 0
-        self.refs = {}
-
-    def _free(self, key, nbytes):
-        self.refs.pop(key, None)
-        self.live -= nbytes
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in (out,) if isinstance(out, torch.Tensor) else out if isinstance(out, (tuple, list)) else ():
-            if isinstance(t, torch.Tensor) and not t._is_view():
-                storage = t.untyped_storage()
-                key, nbytes = storage.data_ptr(), storage.nbytes()
-                if key and key not in self.refs:
-                    self.live += nbytes
-                    self.peak = max(self.peak, self.live)
-                    self.refs[key] = weakref.ref(storage, lambda _, key=key, nbytes=nbytes: self._free(key, nbytes))
-        return out
-
-
-def _peak(run) -> int:
-    gc.collect()
-    with PeakTensorMemory() as mode:
-        run()
-    return mode.peak
-
-
 @pytest.fixture
 def one_thread():
     """Thousands of tiny ops: one intra-op thread (a second one only waits for the first on a busy machine)."""
@@ -332,7 +296,7 @@ def test_online_memory_does_not_grow_with_T(one_thread):
         for t in range(T):
             rule.backward(loss(t, rule.step(x[t])))
 
-    short, long = _peak(lambda: online_run(100)), _peak(lambda: online_run(1000))
+    short, long = peak_memory(lambda: online_run(100)), peak_memory(lambda: online_run(1000))
     assert long <= 1.1 * short, (short, long)
-    bptt = [_peak(lambda: online.bptt(model, x[:T], loss)) for T in (100, 300)]
+    bptt = [peak_memory(lambda: online.bptt(model, x[:T], loss)) for T in (100, 300)]
     assert bptt[1] > 1.5 * bptt[0] and bptt[0] > short                       # the measure sees BPTT's growth

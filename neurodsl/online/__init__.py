@@ -15,7 +15,8 @@ with the derived leak) and :class:`SLTT` (same-step gradient only). Per step::
 tabulates each one's cosine similarity with BPTT. See docs/online.md.
 """
 from .compare import ALGORITHMS, GradientComparison, bptt, compare_grads, gradients
+from .memory import peak_memory
 from .rules import OSTL, OTTT, RTRL, RULES, SLTT, EProp, OnlineRule
 
 __all__ = ["OnlineRule", "RTRL", "EProp", "OSTL", "OTTT", "SLTT", "RULES", "ALGORITHMS", "gradients",
-           "compare_grads", "GradientComparison", "bptt"]
+           "compare_grads", "GradientComparison", "bptt", "peak_memory"]

@@ -278,7 +278,7 @@ class OTTT(OnlineRule):
         self._leaks = {i: _leak(unit.layer) for i, unit in self.units.items() if i in self.synapse_of}
 
     def _leak_value(self, i: int) -> float:
-        expr, symbols, names = self._leaks[i]
+        expr, names, fn = self._leaks[i]
         unit = self.units[i]
         values = []
         for name in names:
@@ -288,7 +288,7 @@ class OTTT(OnlineRule):
                                            f"on '{name}', which has one value per neuron; OTTT's presynaptic trace "
                                            "needs one leak per layer: use a scalar, or 'eprop'")
             values.append(float(p.detach()))
-        return float(sp.lambdify(symbols, expr, "math")(*values)) if symbols else float(expr)
+        return float(fn(*values))
 
     def _synapse_step(self, i, module, h):
         neuron = i + 1
@@ -320,7 +320,8 @@ class OTTT(OnlineRule):
 
 
 def _leak(layer: Neuron):
-    """(λ, its parameter symbols, their names) of the states the input enters (OnlineError ND903 without one)."""
+    """(λ, its parameters' names, λ as a function of their values) of the states the input enters (OnlineError
+    ND903 without one)."""
     jac = jacobians(layer.spec, layer.kernel_options())
     name = type(layer).__name__
     if jac.leak_verdict != "constant-diagonal":
@@ -334,7 +335,7 @@ def _leak(layer: Neuron):
                                    "them: use 'eprop'")
     expr = leaks.pop()
     symbols = sorted(expr.free_symbols, key=lambda s: s.name)
-    return expr, symbols, [s.name[2:] for s in symbols]
+    return expr, [s.name[2:] for s in symbols], sp.lambdify(symbols, expr, "math")
 
 
 class SLTT(OTTT):
