@@ -125,7 +125,7 @@ def _probe(cc: str | None, cflags: str | None) -> Toolchain | BackendError:
     except (OSError, subprocess.SubprocessError) as err:
         return BackendError("ND306", f"backend='c': the C compiler {shlex.join(command)} does not run ({err}); "
                                      f"set {ENV_CC} to a working compiler, or use backend='torch'")
-    identity = f"{os.path.realpath(path)} {version.decode(errors='replace').strip().splitlines()[:1]}"
+    identity = f"{os.path.realpath(path)} {(version.decode(errors='replace').strip().splitlines() or [''])[0]}"
     candidates = (tuple(shlex.split(cflags)),) if cflags is not None else FALLBACK_FLAGS
     reasons = []
     for flags in candidates:
@@ -137,7 +137,8 @@ def _probe(cc: str | None, cflags: str | None) -> Toolchain | BackendError:
                     return chain
                 reasons.append(f"{' '.join(flags)}: the probe returned a wrong value")
             except BackendError as err:
-                reasons.append(err.message.splitlines()[-2] if "\n" in err.message else err.message)
+                lines = err.message.splitlines()[1:-1] or [err.message]  # the compiler's output, if any
+                reasons.append(f"{' '.join(flags)}: " + next((ln for ln in lines if "error" in ln), lines[-1]).strip())
             except OSError as err:
                 reasons.append(f"{' '.join(flags)}: the probe library does not load ({err})")
     return BackendError("ND306", f"backend='c': the C compiler {shlex.join(command)} cannot build a working "
