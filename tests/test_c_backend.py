@@ -214,7 +214,10 @@ def test_damaged_and_foreign_libraries_are_refused(tmp_path, monkeypatch):
     toolchain.library("Other", foreign, CHAIN)
     other = cache.library_path("Other", CHAIN.build_key(foreign), toolchain.LIBRARY_BACKEND).read_bytes()
     for bad in (other, good + b"\0", good[:-64]):
-        path.write_bytes(bad)
+        # a new file renamed over it: writing into the loaded library's own inode would change the pages
+        # this process has mapped (a crash at exit, whatever neurodsl does)
+        (tmp_path / "damaged").write_bytes(bad)
+        os.replace(tmp_path / "damaged", path)
         assert cache.open_library("Lib", key, toolchain.LIBRARY_BACKEND) is None
         monkeypatch.setattr(toolchain, "_LIBRARIES", {})
         toolchain.library("Lib", source, CHAIN)
