@@ -77,7 +77,10 @@ def kernel_context(plan: KernelPlan, key: str, label: str) -> dict:
                           for p, s in zip(prev_saved, save)],
         needed_loads=[loaded(x, "idx") for x in n.needed_inputs],
         prev_selects=[f"{v} = tl.where(has_prev, {v}, {i})" for v, i in zip(n.prev_states, prev_init)],
-        grad_input_stores=[f"tl.store({ptr(g)} + idx, {g} + zero, mask=mask)" for g in n.grad_inputs],
+        # bf16 input gradients are rounded to nearest even, as torch's .to() does (a plain store of a float32
+        # value into a bf16 pointer truncates in the interpreter); fp16 stores round to nearest even everywhere
+        grad_input_stores=[(f"tl.store({ptr(g)} + idx, _nd.round_bf16({g} + zero), mask=mask)",
+                            f"tl.store({ptr(g)} + idx, {g} + zero, mask=mask)") for g in n.grad_inputs],
         acc_updates=[f"{a} += {g}" for a, g in zip(acc, n.grad_params)],
         grad_carries=[f"{g_new} = {g_prev} + zero" for g_new, g_prev in zip(n.grad_new, n.grad_prev)],
         shift_saved=[f"{h} = {p}" for h, p in zip(n.saved, prev_saved)],
@@ -222,7 +225,8 @@ class TritonBackend(Backend):
         grad_params = [torch.empty((n,), dtype=cdt, device=device) for p in meta["params"] if p[2]]
         args = [grad_spikes, *grad_states, *saved, *needed, *prev_init, *params, *grad_inputs, *grad_init,
                 *grad_params]
-        launch(module.backward_kernel, n, device, args, T, STORE_SEQS=store_seqs)
+        launch(module.backward_kernel, n, device, args, T, STORE_SEQS=store_seqs,
+               BF16_IO=grad_spikes.dtype == torch.bfloat16)
         return tuple(grad_inputs), tuple(grad_init), tuple(grad_params)
 
     def tangent(self, module, inputs, init_states, params, tangent_inputs, tangent_init, tangent_params, store_seqs,

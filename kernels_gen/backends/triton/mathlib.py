@@ -10,7 +10,9 @@ against torch is swept over magnitudes 1e-30..1e3 by tests/test_functions.py:
   (``2σ(2x) − 1`` loses everything below |x| ≈ 1e-8);
 * ``erfc``: ``1 − erf(x)`` only where that cancels nothing (x < 0.5), else a Chebyshev fit times
   ``exp(−x²)`` (fractional error < 1.2e-7), which stays accurate where ``1 − erf`` is 0 (x ≥ 4.5);
-* ``sq``: ``x·x``, the step of exact integer powers by repeated squaring.
+* ``sq``: ``x·x``, the step of exact integer powers by repeated squaring;
+* ``round_bf16``: float32 to bfloat16, rounded to nearest even with integer operations (as torch rounds; the
+  interpreter's own conversion truncates).
 """
 from __future__ import annotations
 
@@ -21,6 +23,13 @@ import triton.language as tl
 @triton.jit
 def sq(x):
     return x * x
+
+
+@triton.jit
+def round_bf16(x):
+    bits = x.to(tl.uint32, bitcast=True)
+    bits = bits + 0x7FFF + ((bits >> 16) & 1)
+    return (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
 
 
 @triton.jit
