@@ -93,6 +93,8 @@ def assert_agrees(got: torch.Tensor, want64: torch.Tensor, rel_tol: float, what:
     assert torch.equal(got[inf], want[inf]), f"{what}: infinities differ"
     err = (got - want).abs()[finite]
     bound = rel_tol * want.abs()[finite] + TINY
+    if not err.numel():
+        return
     worst = int(torch.argmax(err - bound))
     assert bool((err <= bound).all()), (f"{what}: error {float(err[worst]):.3g} > {float(bound[worst]):.3g} at "
                                         f"torch value {float(want[finite][worst]):.6g}")
