@@ -139,7 +139,8 @@ def summarize(results) -> tuple[str, str]:
 def cmd_demo(args) -> int:
     import torch
     import neurodsl as nd
-    backends = ["torch", "triton"]
+    from .dispatch import backends_on
+    backends = list(backends_on("cpu"))
     print(f"neurodsl {nd.__version__} demo  (torch {torch.__version__}, "
           f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU, Triton interpreter'})\n")
     print(nd.zoo.ALIF.analysis())
@@ -192,7 +193,8 @@ def cmd_compile(args) -> int:
     for cls in load_neuron(args.target):
         layer = cls()
         print(cls.analysis())
-        for backend in ("torch", "triton"):
+        from .dispatch import backends_on
+        for backend in backends_on("cpu"):
             from .compiler import compile_spec
             compiled = compile_spec(layer.spec, layer.kernel_options())
             t0 = time.perf_counter()
@@ -234,7 +236,8 @@ def cmd_check(args) -> int:
     _require_positive(trials=args.trials)
     failures = 0
     for cls in load_neuron(args.target):
-        for backend in args.backend:
+        from .dispatch import backends_on
+        for backend in args.backend or backends_on("cpu"):
             verdict, text = summarize(check_neuron(cls, backend, trials=args.trials))
             failures += verdict != "OK"
             print(f"{cls.__name__} [{backend}] {verdict}: {text}")
@@ -288,6 +291,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
+def _backend_names() -> tuple[str, ...]:
+    from .dispatch import backend_names
+    return backend_names()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="neurodsl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -297,10 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="print a generated kernel")
     p.add_argument("target", help="zoo name (e.g. ALIF) or FILE.py:Class")
     p.add_argument("--kernel", choices=("forward", "backward", "all"), default="forward")
-    p.add_argument("--backend", choices=("torch", "triton"), default="triton")
+    p.add_argument("--backend", choices=_backend_names(), default="triton")
     p = sub.add_parser("check", help="randomised equivalence check against the reference loop")
     p.add_argument("target")
-    p.add_argument("--backend", nargs="+", choices=("torch", "triton"), default=["torch", "triton"])
+    p.add_argument("--backend", nargs="+", choices=_backend_names(), default=None,
+                   help="backends to check (default: every one that runs here)")
     p.add_argument("--trials", type=int, default=3, help="random draws per backend (at least 1)")
     p = sub.add_parser("plot", help="PNG of a neuron's states and spikes for a step input (needs matplotlib)")
     p.add_argument("target", help="zoo name (e.g. LIF), FILE.py[:Class] or module:Class")

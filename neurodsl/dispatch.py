@@ -16,7 +16,7 @@ asks :func:`kernels_for` and :func:`form_for`, and runs the result with :func:`r
 >>> layer = nd.zoo.LIFNoReset(backend="torch")
 >>> _ = layer(torch.rand(64, 3))
 >>> layer.last_route.form, layer.last_route.kernels.backend
-('matmul', 'torch')
+('scan', 'torch')
 """
 from __future__ import annotations
 
@@ -37,31 +37,39 @@ from .errors import InputError
 class AutoRule:
     """When ``parallel='auto'`` runs a parallel form, for one (device type, backend of the sequential kernel).
 
-    Parallel when some ``(min_T, max_n)`` of ``rows`` has T >= min_T and n_eff <= max_n, where
-    n_eff = n · k · itemsize / 4 (k states, compute dtype): the parallel forms' cost grows with the bytes
-    per neuron-step, the sequential kernel's is a chain of T dependent steps. Then matmul while A is uniform
-    and T <= ``matmul_max_T``, else scan. ``measured`` says whether the rows come from measurements.
+    Parallel when some ``(min_T, max_T, max_n)`` of ``rows`` has min_T <= T <= max_T (None: no bound) and
+    n_eff <= max_n, where
+    n_eff = n · k^k_power · itemsize / 4 (k states, compute dtype): a parallel form's cost grows with the
+    bytes (and, in torch, the k×k products) per neuron-step, the sequential kernel's is a chain of T dependent
+    steps. Then matmul while A is uniform, T <= ``matmul_max_T`` and k >= ``matmul_min_k``, else scan.
+    ``measured``: the rows come from measurements (docs/parallel.md has them), not from a roofline estimate.
     """
 
-    rows: tuple[tuple[int, int], ...]
+    rows: tuple[tuple[int, int | None, int], ...]
     matmul_max_T: int
+    k_power: int
     measured: bool
+    matmul_min_k: int = 1
 
 
-#: parallel='auto' by measurement, per (device type, backend); docs/parallel.md has the tables behind each row.
+#: parallel='auto' per (device type, backend); docs/parallel.md has the measurements behind each row.
 AUTO_RULES = {
-    # 2-core CPU, reset-free LIF / CubaLIF fwd+bwd: the torch loop pays ~0.1 ms of op overhead per step
-    ("cpu", "torch"): AutoRule(rows=((16, 4096),), matmul_max_T=64, measured=True),
-    # the C kernel's time loop beats every torch parallel form at every measured shape (T 16..4096, N 16..4096)
-    ("cpu", "c"): AutoRule(rows=(), matmul_max_T=0, measured=True),
+    # 2-core CPU, one thread, reset-free LIF / CubaLIF fwd+bwd, fp32 and fp64: the torch loop pays ~0.1 ms of op
+    # overhead per step; with one state the torch scans beat the GEMMs or tie, with two the GEMMs win up to T = 256
+    ("cpu", "torch"): AutoRule(rows=((16, None, 2048), (128, 1024, 4096)), matmul_max_T=256, k_power=2,
+                               measured=True, matmul_min_k=2),
+    # the C kernel's loop beats every torch parallel form at every measured shape (T 16..4096, N 16..4096)
+    ("cpu", "c"): AutoRule(rows=(), matmul_max_T=0, k_power=1, measured=True),
     # the Triton interpreter (tests, machines without a GPU): as the torch backend
-    ("cpu", "triton"): AutoRule(rows=((16, 4096),), matmul_max_T=64, measured=False),
-    # PROVISIONAL until measured on a GPU (H200 roofline, docs/parallel.md): the sequential kernel walks T
-    # dependent steps (~1.4 us per step fwd+bwd measured at N <= 65536), the chunked scan costs ~0.2 ms plus
-    # ~20 passes over [T, N] (~38 ps per neuron-step at 4.2 TB/s)
-    ("cuda", "triton"): AutoRule(rows=((128, 4096), (256, 16384), (1024, 32768)), matmul_max_T=0, measured=False),
+    ("cpu", "triton"): AutoRule(rows=((16, None, 2048), (128, 1024, 4096)), matmul_max_T=256, k_power=2,
+                                measured=False, matmul_min_k=2),
+    # PROVISIONAL until measured on a GPU (H200 figures and roofline, docs/parallel.md): the sequential kernel
+    # walks T dependent steps (~1.4 us per step fwd+bwd at N <= 65536), the chunked scan costs ~0.2 ms plus ~20
+    # passes over [T, N] (~38 ps per neuron-step at 4.2 TB/s)
+    ("cuda", "triton"): AutoRule(rows=((128, None, 4096), (256, None, 16384), (1024, None, 32768)), matmul_max_T=0,
+                                 k_power=1, measured=False),
     # PROVISIONAL: the torch backend's loop launches kernels per step on a GPU; a parallel form wins from a few steps
-    ("cuda", "torch"): AutoRule(rows=((8, 1 << 40),), matmul_max_T=64, measured=False),
+    ("cuda", "torch"): AutoRule(rows=((8, None, 1 << 40),), matmul_max_T=0, k_power=1, measured=False),
 }
 
 
@@ -90,6 +98,12 @@ class Route:
 def backend_names() -> tuple[str, ...]:
     """The registered backends (``backend=`` takes one of them, or 'auto')."""
     return backends.names()
+
+
+def backends_on(device) -> tuple[str, ...]:
+    """The registered backends that can run tensors on ``device`` here (e.g. no 'c' without a C compiler)."""
+    device = torch.device(device)
+    return tuple(name for name in backends.names() if backends.get(name).unavailable(device) is None)
 
 
 def differentiable(t: torch.Tensor) -> bool:
@@ -151,10 +165,10 @@ def auto_form(T: int, n: int, uniform: bool, device: str = "cpu", backend: str |
     if backend is None:
         backend = backends.choose_auto(torch.device(device)).name
     rule = AUTO_RULES.get((device, backend)) or AUTO_RULES.get((device, "torch")) or AUTO_RULES[("cpu", "torch")]
-    n_eff = n * k * (8 if dtype == "float64" else 4) // 4
-    if not any(T >= min_t and n_eff <= max_n for min_t, max_n in rule.rows):
+    n_eff = n * k ** rule.k_power * (2 if dtype == "float64" else 1)
+    if not any(lo <= T <= (hi or T) and n_eff <= max_n for lo, hi, max_n in rule.rows):
         return "sequential"
-    return "matmul" if uniform and T <= rule.matmul_max_T else "scan"
+    return "matmul" if uniform and T <= rule.matmul_max_T and k >= rule.matmul_min_k else "scan"
 
 
 def run(layer, route: Route, inputs, init, params, store_seqs: bool):

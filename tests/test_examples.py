@@ -131,8 +131,9 @@ def test_plot_user_neuron_in_process(tmp_path, capsys):
     assert main(["plot", str(ROOT / "examples" / "custom_neuron.py:AdExLike"), "--out", str(out), "--neurons", "2",
                  "--steps", "30"]) == 0
     assert out.read_bytes().startswith(PNG)
-    with pytest.raises(SystemExit, match="no zoo neuron"):
-        main(["plot", "NoSuchNeuron"])
+    capsys.readouterr()
+    assert main(["plot", "NoSuchNeuron"]) == 2
+    assert "[ND803] no zoo neuron 'NoSuchNeuron'" in capsys.readouterr().err
 
 
 def test_step_response_traces_every_state():

@@ -104,7 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m neurodsl.testing",
                                      description="neurodsl spec-fuzzing campaign: random neurons vs the reference loop")
     parser.add_argument("--examples", type=int, default=200, help="cases to draw (default 200)")
-    parser.add_argument("--backend", choices=("torch", "triton"), default="torch")
+    from ..dispatch import backend_names
+    parser.add_argument("--backend", choices=backend_names(), default="torch")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--seed", type=int, default=0, help="hypothesis seed: the same seed draws the same cases "
                         "(in a fresh process)")
