@@ -104,6 +104,7 @@ tests &
 # CAMPAIGN_PROCS processes with distinct seeds, one campaign-<i>.json each (the summary adds them up).
 export PY OUT DEVICE CAMPAIGN_PROCS="${NEURODSL_GPU_CHECK_CAMPAIGN_PROCS:-4}"
 export PER_PROC=$(( (EXAMPLES + CAMPAIGN_PROCS - 1) / CAMPAIGN_PROCS ))
+[ "$DRY" = 1 ] && echo "campaign: $CAMPAIGN_PROCS processes x $PER_PROC examples, backend triton, device $DEVICE"
 step campaign "$T_CAMPAIGN" campaign.log - -- bash -c 'rc=0; pids=()
     for i in $(seq 0 $((CAMPAIGN_PROCS - 1))); do
         "$PY" -m neurodsl.testing --examples "$PER_PROC" --backend triton --device "$DEVICE" --seed $((1000 + i)) \

@@ -204,7 +204,8 @@ def test_gpu_check_script_parses_and_plans_every_step(tmp_path):
     assert f"PYTHONPATH={tmp_path / 'out'}/site:{ROOT}" in text and "TRITON_INTERPRET=0" in text
     assert "tests/test_gpu.py -k not in_subprocess --junitxml" in text
     assert "tests/test_compile.py tests/test_parallel.py" in text
-    assert "-m neurodsl.testing --examples 60 --backend triton --device cuda --out" in text
+    assert "campaign: 4 processes x 15 examples, backend triton, device cuda" in text
+    assert '-m neurodsl.testing --examples "$PER_PROC" --backend triton --device "$DEVICE" --seed' in text
     assert "-m benchmarks run --suite gpu --device cuda --budget-s" in text
     limits = {name: int(s) for name, s in re.findall(r"\[(\w+)\] timeout (\d+) s", text)}
     assert set(limits) == {"wheels", "env", "tests_gpu", "tests_cuda", "campaign", "bench"}
