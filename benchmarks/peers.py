@@ -193,6 +193,8 @@ _BUILDERS = {
     "neurodsl-matmul": functools.partial(_neurodsl, "torch", parallel="matmul"),
     "neurodsl-triton-scan": functools.partial(_neurodsl, "triton", parallel="scan"),
     "neurodsl-triton-matmul": functools.partial(_neurodsl, "triton", parallel="matmul"),
+    "neurodsl-auto": functools.partial(_neurodsl, "torch", parallel="auto"),
+    "neurodsl-triton-auto": functools.partial(_neurodsl, "triton", parallel="auto"),
     "neurodsl-triton": functools.partial(_neurodsl, "triton"),
     "neurodsl-torch-compiled": functools.partial(_neurodsl, "torch", compiled=True),
     "neurodsl-triton-compiled": functools.partial(_neurodsl, "triton", compiled=True),

@@ -50,9 +50,9 @@ def _cpu(tiny: bool, with_compile: bool) -> list[dict]:
         items.append(dict(name=f"custom_{kind}", kind=kind, impls=[ours, c_ours, "sj-flexsn", "torch-loop"],
                           shapes=[(t3, n3)], modes=("fwd", "fwdbwd"), budget_s=90,
                           about=f"custom neuron {kind}, T={t3}, N={n3}"))
-    forms = ["neurodsl-scan", "neurodsl-matmul"]
+    forms = ["neurodsl-scan", "neurodsl-matmul", "neurodsl-auto"]
     shapes = [(4, 8), (8, 8)] if tiny else [(64, 256), (1024, 256), (4096, 256), (64, 65536), (1024, 4096)]
-    items.append(_parallel_forms(ours, forms, forms[:1] if tiny else forms, shapes,
+    items.append(_parallel_forms(ours, forms, forms[:1] if tiny else forms[:2], shapes,
                                  compiled_cases=1 if tiny else len(shapes), budget_s=300))
     items.append(dict(name="codegen", kinds=("lif",) if tiny else ("lif", "alif", "izhikevich"),
                       backends=("torch",) if tiny else ("torch", "triton"), reps=1 if tiny else 3, budget_s=120,
@@ -104,9 +104,11 @@ def _gpu(device: torch.device, tiny: bool, with_compile: bool) -> list[dict]:
         items.append(dict(name=f"custom_{kind}", kind=kind, impls=[ours, "sj-flexsn", "torch-loop"],
                           shapes=[(t3, n3)], modes=("fwd", "bwd", "fwdbwd"), roofline=True, budget_s=15,
                           about=f"custom neuron {kind}, T={t3}, N={n3}"))
-    forms = ["neurodsl-triton-scan", "neurodsl-triton-matmul"]
-    shapes = [(4, 8), (8, 8)] if tiny else [(64, 65536), (1024, 65536), (4096, 4096), (256, 1_048_576)]
-    items.append(_parallel_forms(ours, forms, forms[:1] if tiny else forms, shapes, compiled_cases=1, budget_s=30))
+    forms = ["neurodsl-triton-scan", "neurodsl-triton-matmul", "neurodsl-triton-auto"]
+    # the targets first (few neurons, long T: chunked scan >= 5x and >= 10x the loop), then where the loop wins
+    shapes = [(4, 8), (8, 8)] if tiny else [(4096, 4096), (16384, 1024), (1024, 65536), (256, 1_048_576),
+                                            (64, 65536)]
+    items.append(_parallel_forms(ours, forms, forms[:1], shapes, compiled_cases=1, budget_s=30))
     items.append(dict(name="codegen", kinds=("lif",) if tiny else ("lif", "izhikevich"), backends=("triton",),
                       reps=1, budget_s=15, about="codegen latency of the triton backend: cold / warm disk cache "
                       "(fresh processes), memo (the torch backend's is in the CPU suite)"))
@@ -115,9 +117,9 @@ def _gpu(device: torch.device, tiny: bool, with_compile: bool) -> list[dict]:
 
 def _parallel_forms(seq: str, forms: list[str], compiled: list[str], shapes: list, compiled_cases: int,
                     budget_s: float) -> dict:
-    """Reset-free LIF: sequential vs scan vs matmul, eager; ``compiled`` forms also under torch.compile, at the
-    first ``compiled_cases`` sizes."""
+    """Reset-free LIF: sequential vs scan vs matmul vs what parallel='auto' picks (same backend), eager;
+    ``compiled`` forms also under torch.compile, at the first ``compiled_cases`` sizes."""
     return dict(name="parallel_forms", kind="lif_noreset", impls=[seq, *forms, *(f"{f}-compiled" for f in compiled)],
                 shapes=shapes, modes=("fwdbwd",), compiled_cases=compiled_cases, budget_s=budget_s,
-                about="reset-free LIF (learnable tau): sequential vs scan vs matmul, eager and under "
-                      f"torch.compile(fullgraph=True) (compiled forms at the first {compiled_cases} size(s))")
+                about="reset-free LIF (learnable tau): sequential vs scan vs matmul vs parallel='auto', eager and "
+                      f"under torch.compile(fullgraph=True) (compiled forms at the first {compiled_cases} size(s))")

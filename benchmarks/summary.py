@@ -194,14 +194,21 @@ def _parallel(rows: list) -> list[str]:
     for case in dict.fromkeys(r["case"] for r in par):
         here = [r for r in par if r["case"] == case]
         seq = next((r for r in here if r["impl"] in ("neurodsl-triton", "neurodsl-torch")), None)
-        forms = [r for r in here if r is not seq and comparable(r)]
+        auto = next((r for r in here if r["impl"].endswith("-auto") and comparable(r)), None)
+        forms = [r for r in here if r is not seq and r is not auto and comparable(r)]
         if seq is None or not forms:
             continue
         best = min(forms, key=lambda r: r["min_ms"])
         bad = [r["impl"] for r in here if (r.get("grad_rel_err") or 0) > 1e-3]
-        out.append(f"  parallel {case:<29}sequential {seq['min_ms']:.3g} ms, best {best['impl']} "
-                   f"{best['min_ms']:.3g} ms -> {seq['min_ms'] / best['min_ms']:.2f}x"
-                   + (f"; GRADIENTS DIFFER: {', '.join(bad)}" if bad else ""))
+        line = (f"  parallel {case:<29}sequential {seq['min_ms']:.3g} ms, best {best['impl']} "
+                f"{best['min_ms']:.3g} ms -> {seq['min_ms'] / best['min_ms']:.2f}x")
+        if auto is not None:  # parallel='auto' against the fastest eager form of its backend (sequential included)
+            eager = [r for r in [seq, *forms] if not r["impl"].endswith("-compiled")]
+            fastest = min(eager, key=lambda r: r["min_ms"])
+            ratio = fastest["min_ms"] / auto["min_ms"]
+            line += (f"; auto {auto['min_ms']:.3g} ms = {ratio:.2f}x the fastest ({fastest['impl']})"
+                     + (" AUTO BELOW 0.95x" if ratio < 0.95 else ""))
+        out.append(line + (f"; GRADIENTS DIFFER: {', '.join(bad)}" if bad else ""))
     return out
 
 

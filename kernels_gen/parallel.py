@@ -76,8 +76,12 @@ def scan_tiles(T: int, n: int, device: torch.device) -> tuple[int, int]:
     return min(128, max(32, _pow2(n))), min(128, max(16, _pow2(math.isqrt(max(T - 1, 0)) + 1)))
 
 
-#: The torch scan: the doubling scan up to this many steps (few large ops), the chunked scan above.
+#: The torch scan: the doubling scan (few large ops) up to this many steps, or this many neuron-steps; the
+#: chunked scan (about 2·sqrt(T) ops over T/sqrt(T)·N elements, linear work) above. Under torch.compile always
+#: the doubling scan: Inductor fuses its passes, and compiles it in less than half the time (measured: T = 1024,
+#: N = 256 on CPU, 62 s vs 145 s for the first call, then 9.5 ms vs 12.2 ms fwd+bwd).
 TORCH_DOUBLING_MAX_T = 64
+TORCH_DOUBLING_MAX_ELEMENTS = 1 << 17
 
 
 def torch_chunk(T: int) -> int:
@@ -91,8 +95,8 @@ MATMUL_CHUNK = 64
 
 def _torch_scan(A: torch.Tensor, b: torch.Tensor, v0: torch.Tensor, reverse: bool = False) -> torch.Tensor:
     """The torch scans; ``reverse``: V_t = A_t V_{t+1} + b_t from V_T = v0."""
-    T = b.shape[0]
-    if T > TORCH_DOUBLING_MAX_T:
+    T, n = b.shape[:2]
+    if T > TORCH_DOUBLING_MAX_T and T * n > TORCH_DOUBLING_MAX_ELEMENTS and not torch.compiler.is_compiling():
         return scans.chunked_scan(A, b, v0, torch_chunk(T), reverse)
     if reverse:
         return scans.doubling_scan(A.flip(0), b.flip(0), v0).flip(0)

@@ -1,5 +1,6 @@
 """Parallel forms: verdicts, scan / matmul / exact mode against the sequential kernels and the
 reference loop, without_reset(), and the PSN / PSU families against direct matrix formulas."""
+import os
 import warnings
 
 import pytest
@@ -121,20 +122,14 @@ def test_auto_rule_and_repr():
     assert layer.last_form == {"form": "sequential"}            # short sequences stay sequential
     assert layer.last_route.kernels.device_type == "cpu"
     layer.reset_state()
-    layer(torch.rand(64, 3))
-    assert layer.last_form == {"form": "matmul"}                # few neurons, uniform A, short T
-    layer.reset_state()
     layer(torch.rand(200, 3))
-    assert layer.last_form == {"form": "scan"}                  # few neurons, longer T
+    assert layer.last_form == {"form": "scan"}                  # few neurons
     layer.reset_state()
     layer(torch.rand(64, 5000))
     assert layer.last_form == {"form": "sequential"}            # many neurons: the loop is faster
-    per_neuron = Z.LIFNoReset(tau=torch.full((3,), 3.0), backend="torch")
-    per_neuron(torch.rand(64, 3))
-    assert per_neuron.last_form == {"form": "scan"}             # A not uniform: no matmul
-    assert "parallel='auto'" in repr(per_neuron)
+    assert "parallel='auto'" in repr(layer)
     assert [layer.choose_form(T, n) for T, n in [(8, 3), (64, 3), (1024, 256), (1024, 65536)]] == \
-        ["sequential", "matmul", "scan", "sequential"]
+        ["sequential", "scan", "scan", "sequential"]
     lif = Z.LIF(backend="torch")
     lif(torch.rand(64, 3))
     assert lif.last_form == {"form": "sequential"}  # neurons with reset: exact mode only on request
@@ -142,16 +137,21 @@ def test_auto_rule_and_repr():
 
 def test_auto_rule_table_per_device_and_backend():
     from neurodsl.dispatch import AUTO_RULES, auto_form
-    # CPU, torch backend (measured): parallel from 16 steps up to 4096 neuron-equivalents
-    assert [auto_form(T, 3, True, "cpu", "torch") for T in (8, 16, 64, 65, 4096)] == \
-        ["sequential", "matmul", "matmul", "scan", "scan"]
-    assert auto_form(64, 3, False, "cpu", "torch") == "scan"                  # A per neuron or step: no matmul
-    assert auto_form(1024, 4096, True, "cpu", "torch") == "scan"
+    # CPU, torch backend (measured): the scan from 16 steps up to 2048 neuron-equivalents, 4096 for T in 128..1024
+    assert [auto_form(T, 3, True, "cpu", "torch") for T in (8, 16, 64, 4096)] == ["sequential"] + ["scan"] * 3
+    assert [auto_form(T, 4096, True, "cpu", "torch") for T in (64, 128, 1024, 2048)] == \
+        ["sequential", "scan", "scan", "sequential"]
+    assert auto_form(4096, 2048, True, "cpu", "torch") == "scan"
     assert auto_form(1024, 4097, True, "cpu", "torch") == "sequential"
-    # n_eff = n * k * itemsize / 4: two states, or fp64, halve the neurons a parallel form pays off for
-    assert auto_form(1024, 4096, True, "cpu", "torch", k=2) == "sequential"
-    assert auto_form(1024, 2048, True, "cpu", "torch", k=2) == "scan"
+    # n_eff: k^2 for k states, x2 for fp64
+    assert auto_form(1024, 2048, True, "cpu", "torch", k=2) == "sequential"
+    assert auto_form(1024, 1024, True, "cpu", "torch", k=2) == "scan"
+    # matmul: with two or more states, up to T = 256, when A is one matrix
+    assert [auto_form(256, 256, u, "cpu", "torch", k=k) for u, k in ((True, 2), (False, 2), (True, 1))] == \
+        ["matmul", "scan", "scan"]
+    assert auto_form(1024, 256, True, "cpu", "torch", k=2) == "scan"
     assert auto_form(1024, 4096, True, "cpu", "torch", dtype="float64") == "sequential"
+    assert auto_form(1024, 2048, True, "cpu", "torch", dtype="float64") == "scan"
     # CPU, C backend (measured): its loop wins everywhere
     assert {auto_form(T, n, True, "cpu", "c") for T in (16, 1024, 4096) for n in (16, 4096)} == {"sequential"}
     # CUDA, Triton (provisional): the chunked scan where the loop is latency-bound (long T, few neurons)
@@ -160,10 +160,13 @@ def test_auto_rule_table_per_device_and_backend():
     assert auto_form(64, 4096, True, "cuda", "triton") == "sequential"
     assert auto_form(1024, 65536, True, "cuda", "triton") == "sequential"
     assert auto_form(256, 1 << 20, True, "cuda", "triton") == "sequential"
+    assert auto_form(4096, 4096, True, "cuda", "triton", k=2) == "scan"
+    assert auto_form(4096, 4096, True, "cuda", "triton", k=2, dtype="float64") == "scan"
+    assert auto_form(256, 16384, True, "cuda", "triton", k=2) == "sequential"
     assert not AUTO_RULES[("cuda", "triton")].measured and AUTO_RULES[("cpu", "torch")].measured
     # the layer asks with its own backend and device
-    c_layer = Z.LIFNoReset(backend="c")
-    assert c_layer.choose_form(1024, 256) == "sequential"
+    assert Z.LIFNoReset(backend="c").choose_form(1024, 256) == "sequential"
+    assert Z.LIFNoReset(backend="torch").choose_form(1024, 256) == "scan"
     assert Z.LIFNoReset(backend="triton").choose_form(4096, 4096, device="cuda") == "scan"
 
 
@@ -372,6 +375,7 @@ def test_chunked_and_blocked_forms_through_the_layer_equal_sequential(backend, m
     """Small chunks so that T = 40 crosses them: the torch chunked scan, the blocked matmul, the Triton kernels."""
     from kernels_gen import parallel
     monkeypatch.setattr(parallel, "TORCH_DOUBLING_MAX_T", 0)
+    monkeypatch.setattr(parallel, "TORCH_DOUBLING_MAX_ELEMENTS", 0)
     monkeypatch.setattr(parallel, "MATMUL_CHUNK", 4)
     monkeypatch.setattr(parallel, "scan_tiles", lambda T, n, device: (16, 16))
     for cls, learn in ((Z.LIFNoReset, ("tau", "v_th")), (Z.CubaLIF.without_reset(), ("c_decay", "v_decay"))):
@@ -436,3 +440,45 @@ def test_triton_scan_op_takes_non_contiguous_tensors():
     v0 = torch.rand(3, 2, generator=gen)
     assert not b.is_contiguous()
     torch.testing.assert_close(triton_scan(A, b, v0), _doubling_scan(A, b, v0))
+
+
+# -- on a GPU (gpu_check's CUDA step runs these with TRITON_INTERPRET=0) ------------------------------------
+def cuda_compiled(test):
+    """Marked gpu; skipped without CUDA, and under the interpreter (it would run the CUDA tensors' kernels)."""
+    test = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET", "0") == "1", reason="compiled Triton only")(test)
+    return pytest.mark.gpu(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")(test))
+
+
+@cuda_compiled
+@pytest.mark.parametrize("k, shape", [(1, "one-A"), (1, "per-neuron"), (2, "per-step")])
+def test_chunked_scan_cuda_equals_the_torch_scan(k, shape):
+    """Many neuron blocks and chunks (the GPU tiles), fp64: forward and every gradient."""
+    from kernels_gen import parallel
+    A, b, v0 = (t.cuda() for t in _problem(k, 3000, 700, shape, seed=k))
+    w = torch.randn(b.shape, dtype=b.dtype, device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+    results = {}
+    for backend in ("triton", "torch"):
+        leaves = [t.clone().requires_grad_() for t in (A, b, v0)]
+        V = parallel.scan(*leaves, backend)
+        results[backend] = [V, *torch.autograd.grad((V * w).sum(), leaves)]
+    for got, want, what in zip(results["triton"], results["torch"], ("V", "dA", "db", "dv0")):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10, msg=what)
+
+
+@cuda_compiled
+@pytest.mark.parametrize("form", ["scan", "matmul", "auto"])
+def test_parallel_forms_cuda_equal_the_sequential_kernel(form):
+    """Long T, few neurons (the case parallel forms are for), fp64 so that no spike sits at the threshold."""
+    x = torch.rand(4096, 2, 32, dtype=torch.float64, device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+    results = {}
+    for parallel in ("sequential", form):
+        layer = Z.LIFNoReset(parallel=parallel, backend="triton", learnable=("tau",)).cuda().double()
+        xr = (x * 2.5).requires_grad_()
+        s = layer(xr)
+        (s * torch.arange(s.numel(), device="cuda", dtype=s.dtype).reshape(s.shape).sin()).sum().backward()
+        results[parallel] = (s.detach(), xr.grad, layer.tau.grad, layer.last_form["form"])
+    seq, par = results["sequential"], results[form]
+    assert par[3] == ("scan" if form == "auto" else form) and 0 < seq[0].mean() < 1
+    assert torch.equal(par[0], seq[0])
+    torch.testing.assert_close(par[1], seq[1], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(par[2], seq[2], rtol=1e-9, atol=1e-9)
