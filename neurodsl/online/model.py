@@ -77,6 +77,7 @@ class NeuronUnit:
         self.states: list[torch.Tensor] | None = None
         self.feature_shape: tuple[int, ...] | None = None
         self.compiled = None
+        self._params_cache: dict[str, tuple] = {}
 
     # -- per-call setup -----------------------------------------------------------------------------
     def setup(self, current: torch.Tensor) -> None:
@@ -92,6 +93,7 @@ class NeuronUnit:
         self.learnable = [p for p in self.options.learnable if p != ALPHA] + (
             [ALPHA] if ALPHA in self.options.learnable else [])
         self.compiled = compile_spec(layer.spec, self.options)
+        self._params_cache = {}
         self.backend = self._backend(device)
         shape = (self.batch, *self.feature_shape)
         like = current.detach().to(self.cdt)
@@ -124,15 +126,26 @@ class NeuronUnit:
             return self.layer.surrogate_alpha.reshape(1)
         return layer_io.flat_param(self.layer, name, self.feature_shape, self.param_tensor(name).device)[0]
 
+    def versions(self) -> tuple:
+        """Identity and version of every parameter tensor: changes when one is replaced or updated in place
+        (the cache that compares them keeps the tensors alive, so an id is not reused meanwhile)."""
+        return tuple((id(t), t._version) for t in map(self.param_tensor, (*self.layer.spec.params, ALPHA)))
+
     def params(self, layout: str = "bn") -> list[torch.Tensor]:
         """Every kernel parameter (spec params, then alpha), detached, shaped to broadcast against values
-        ``[B, n, 1]`` (layout 'bn') or ``[n, B, 1]`` (layout 'nb')."""
+        ``[B, n, 1]`` (layout 'bn'), ``[n, B, 1]`` (layout 'nb') or ``[B, n]`` (layout 'd': directions lead the
+        tangents); reused while no parameter changes."""
+        key = self.versions()
+        cached = self._params_cache.get(layout)
+        if cached is not None and cached[0] == key:
+            return cached[1]
         out = []
         for name in (*self.layer.spec.params, ALPHA):
             p = self.flat_param(name).detach().to(self.cdt)
             if p.numel() > 1:
-                p = p.reshape(-1, 1) if layout == "bn" else p.reshape(-1, 1, 1)
+                p = p.reshape({"bn": (-1, 1), "nb": (-1, 1, 1), "d": (-1,)}[layout])
             out.append(p)
+        self._params_cache[layout] = (key, out, [self.param_tensor(n) for n in (*self.layer.spec.params, ALPHA)])
         return out
 
     # -- stepping ---------------------------------------------------------------------------------------

@@ -109,37 +109,44 @@ class OnlineRule:
 
     # -- neurons: forward values and neuron-local traces in one generated step ------------------------------
     def _neuron_step(self, i: int, current: torch.Tensor) -> torch.Tensor:
+        """Forward values and the neuron-local tangents [D, B, n] in one generated step: direction 0 is ds/dI of
+        this step, then one per learnable parameter, then the bias. Directions lead, so the per-neuron values
+        [B, n] broadcast along the outermost dimension only (the fast path of elementwise ops)."""
         unit = self.units[i]
         values = unit.values(current)
         trace = self._trace[i]
-        bias = self._bias(i)
-        P = len(unit.learnable)
-        D = 1 + P + (bias is not None)
         if "local" not in trace:
-            trace["local"] = [values.new_zeros(unit.batch, unit.n, D) for _ in unit.states]
-            ti = values.new_zeros(1, 1, D)
-            ti[..., 0] = 1.0                                         # column 0: ds/dI of this step
-            if bias is not None:
-                ti[..., -1] = 1.0                                    # last column: the bias trace
-            trace["tI"] = ti
-            trace["tp"] = [torch.nn.functional.one_hot(torch.tensor(1 + q), D).to(values.dtype).reshape(1, 1, D)
-                           for q in range(P)]
-            for q, name in enumerate(unit.learnable):
-                for m in unit.starts_at(name):                      # a state that starts at the parameter
-                    trace["local"][m][..., 1 + q] = 1.0
-        prev = [v[..., None] for v in unit.states]
-        params = unit.params("bn")
-        spike, new, tspike, tnew = unit.tangent_step(prev, values[..., None], params, trace["local"], trace["tI"],
+            self._init_local(i, unit, values)
+        params = unit.params("d")
+        spike, new, tspike, tnew = unit.tangent_step(unit.states, values, params, trace["local"], trace["tI"],
                                                      trace["tp"])
         self._before_update(i, unit, values, params)
-        unit.states = [v[..., 0] for v in new]
+        unit.states = new
         for t in tnew:
-            t[..., 0] = 0.0
-            if not self.temporal_params:
+            if self.temporal_params:
+                t[0].zero_()
+            else:
                 t.zero_()
         trace["local"] = tnew
         trace["readout"] = tspike                                     # ds/dI, ds/dθ, ds/db of this step
-        return unit.output(current, spike[..., 0], tspike[..., 0], self._record(i), self._anchor)
+        return unit.output(current, spike, tspike[0], self._record(i), self._anchor)
+
+    def _init_local(self, i, unit, values):
+        bias = self._bias(i)
+        P = len(unit.learnable)
+        D = 1 + P + (bias is not None)
+        trace = self._trace[i]
+        trace["local"] = [values.new_zeros(D, unit.batch, unit.n) for _ in unit.states]
+        ti = values.new_zeros(D, 1, 1)
+        ti[0] = 1.0                                                  # direction 0: ds/dI of this step
+        if bias is not None:
+            ti[-1] = 1.0                                             # the last: the bias trace
+        trace["tI"] = ti
+        trace["tp"] = [torch.nn.functional.one_hot(torch.tensor(1 + q), D).to(values.dtype).reshape(D, 1, 1)
+                       for q in range(P)]
+        for q, name in enumerate(unit.learnable):
+            for m in unit.starts_at(name):                          # a state that starts at the parameter
+                trace["local"][m][1 + q] = 1.0
 
     def _bias(self, i: int):
         """The bias of the neuron's synapse when this rule follows it with a per-neuron trace."""
@@ -165,7 +172,7 @@ class OnlineRule:
             return
         unit, readout = self.units[i], self._trace[i]["readout"]
         for q, name in enumerate(unit.learnable):
-            accumulate(unit.flat_param(name), _per_neuron(signal * readout[..., 1 + q], unit.flat_param(name)))
+            accumulate(unit.flat_param(name), _per_neuron(signal * readout[1 + q], unit.flat_param(name)))
 
     def gradients_of(self) -> dict[str, torch.Tensor]:
         """The accumulated ``.grad`` of every trainable parameter of the model, by name."""
@@ -221,7 +228,7 @@ class EProp(OnlineRule):
         super()._accumulate(i, signal)
         bias = self._bias(i)
         if signal is not None and bias is not None:
-            accumulate(bias, (signal * self._trace[i]["readout"][..., -1]).sum(0))
+            accumulate(bias, (signal * self._trace[i]["readout"][-1]).sum(0))
         if self._trace[i].get("pending") is not None:
             self._synapse_update(i, signal)
 
@@ -276,10 +283,15 @@ class OTTT(OnlineRule):
         super().__init__(model)
         self.trace_inputs = trace_inputs
         self._leaks = {i: _leak(unit.layer) for i, unit in self.units.items() if i in self.synapse_of}
+        self._leak_cache: dict[int, tuple] = {}
 
     def _leak_value(self, i: int) -> float:
         expr, names, fn = self._leaks[i]
         unit = self.units[i]
+        key = unit.versions()
+        cached = self._leak_cache.get(i)
+        if cached is not None and cached[0] == key:
+            return cached[1]
         values = []
         for name in names:
             p = unit.layer.param_value(name)
@@ -288,14 +300,21 @@ class OTTT(OnlineRule):
                                            f"on '{name}', which has one value per neuron; OTTT's presynaptic trace "
                                            "needs one leak per layer: use a scalar, or 'eprop'")
             values.append(float(p.detach()))
-        return float(fn(*values))
+        self._leak_cache[i] = (key, float(fn(*values)), [unit.param_tensor(n) for n in names])
+        return self._leak_cache[i][1]
 
     def _synapse_step(self, i, module, h):
         neuron = i + 1
         lam = self._leak_value(neuron) if self.trace_inputs or i > min(self.units) else 0.0
         trace = self._trace[neuron]
         z = h.detach()
-        trace["pre"] = z.clone() if "pre" not in trace or trace["pre"].shape != z.shape else trace["pre"] * lam + z
+        pre = trace.get("pre")
+        if pre is None or pre.shape != z.shape or pre.dtype != z.dtype:
+            trace["pre"] = z.clone()
+        elif lam == 0.0:
+            pre.copy_(z)
+        else:
+            pre.mul_(lam).add_(z)                                     # in place: the trace is read within the step
         return super()._synapse_step(i, module, h)
 
     def _accumulate(self, i, signal):
@@ -304,7 +323,7 @@ class OTTT(OnlineRule):
         if signal is None or j is None:
             return
         unit, module = self.units[i], self.modules[j]
-        grad_current = (signal * self._trace[i]["readout"][..., 0]).reshape(unit.batch, *unit.feature_shape)
+        grad_current = (signal * self._trace[i]["readout"][0]).reshape(unit.batch, *unit.feature_shape)
         pre = self._trace[i]["pre"]
         grad_current = grad_current.to(pre.dtype)
         if type(module) is nn.Linear:                     # the vjp below, written out
@@ -347,7 +366,7 @@ class SLTT(OTTT):
 
     def __init__(self, model: nn.Module):
         OnlineRule.__init__(self, model)
-        self._leaks = {}
+        self._leaks, self._leak_cache = {}, {}
 
     def _synapses(self):
         return {}          # every parameter gets autograd's same-step gradient
