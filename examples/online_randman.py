@@ -9,6 +9,7 @@ the readout averaged over time. BPTT backpropagates the summed loss through all 
     python examples/online_randman.py                       # T=500: BPTT, e-prop, OTTT
     python examples/online_randman.py --steps 1000 --neuron alif
     python examples/online_randman.py --tiny                # seconds (tests)
+    python examples/online_randman.py --samples 50 --batch-size 32 --threads 1   # docs/online.md's run
 
 Prints, per algorithm: test accuracy, training time per epoch, the peak tensor memory of one training batch,
 and the cosine similarity of e-prop's, OTTT's and SLTT's gradients with BPTT's (table, and a plot with --plot).
@@ -146,7 +147,11 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--algorithms", nargs="+", choices=("bptt", "eprop", "ottt", "sltt"),
                    default=["bptt", "eprop", "ottt"])
     p.add_argument("--plot", default=None, help="write the cosine-similarity plot here (PNG; needs matplotlib)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (1 suits the small per-step ops of online rules on a busy CPU)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.tiny:
         args.steps, args.classes, args.units, args.samples, args.hidden, args.epochs = 12, 2, 8, 10, 8, 1
     torch.manual_seed(args.seed)

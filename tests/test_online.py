@@ -211,6 +211,43 @@ def test_alif_eprop_trace_equals_the_published_recursion():
     assert psi.abs().max() > 0 and grad.abs().max() > 0
 
 
+FACTORISED = [
+    (nd.zoo.LIF, dict(reset_mode="soft", detach_reset=True, learnable=("tau", "v_th"))),   # Bellec's LIF
+    (nd.zoo.LIFNoReset, dict(learnable=("tau",))),
+]
+
+
+@pytest.mark.parametrize("cls,kwargs", FACTORISED, ids=[c.__name__ for c, _ in FACTORISED])
+def test_factorised_eprop_trace_equals_the_general_one(cls, kwargs):
+    """J and K constant, J diagonal: e-prop keeps B·n_in presynaptic traces instead of B·n·n_in synapse traces,
+    with the same traces, the same gradients as the general path, and BPTT's."""
+    model, x, loss = _single_layer(cls(backend="torch", **kwargs), n_in=3, n=4, T=15)
+    rules = [online.EProp(model), online.EProp(model, factorise=False)]
+    for t in range(15):
+        for rule in rules:
+            rule.backward(loss(t, rule.step(x[t])))
+        for a, b in zip(rules[0].eligibility(), rules[1].eligibility()):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    fast, general = rules[0]._trace[1], rules[1]._trace[1]
+    assert fast["factor"] is not None and "synapse" not in fast and fast["pre"].shape == (1, 2, 3)
+    assert general["factor"] is None and general["synapse"][0].shape == (3, 4, 2)
+    expected = online.gradients(model, x, loss, "bptt")
+    _assert_grads_equal(online.gradients(model, x, loss, "eprop"), expected)
+    assert expected["0.weight"].abs().max() > 0
+
+
+@pytest.mark.parametrize("layer", [
+    nd.zoo.LIF(tau=torch.full((4,), 2.5), reset_mode="soft", detach_reset=True),   # one leak per neuron
+    nd.zoo.LIF(reset_mode="soft"),                                                     # reset differentiated
+    nd.zoo.ALIF(detach_reset=True),                                                    # hard reset: J varies
+], ids=["per-neuron-leak", "reset-differentiated", "hard-reset"])
+def test_eprop_keeps_the_general_trace_where_it_does_not_factorise(layer):
+    model, x, loss = _single_layer(layer, T=6)
+    rule = online.EProp(model)
+    rule.step(x[0])
+    assert rule._trace[1]["factor"] is None
+
+
 def test_per_step_api_accumulates_and_resets():
     """``.grad`` accumulates over steps and sequences; the optimizer steps when the user likes; reset() starts a
     new sequence (the same gradients again)."""

@@ -26,6 +26,7 @@ from ..analysis.jacobians import jacobians
 from ..errors import OnlineError
 from ..neuron import Neuron
 from ..functional import reset_states
+from .factor import factorisation
 from .model import NeuronUnit, accumulate, chain, check_chain, trainable
 
 #: Largest chunk of a per-synapse trace updated at once (elements): bounds the temporaries of a step.
@@ -117,6 +118,7 @@ class OnlineRule:
         trace = self._trace[i]
         if "local" not in trace:
             self._init_local(i, unit, values)
+        self._prepare(i, unit)
         params = unit.params("d")
         spike, new, tspike, tnew = unit.tangent_step(unit.states, values, params, trace["local"], trace["tI"],
                                                      trace["tp"])
@@ -131,22 +133,28 @@ class OnlineRule:
         trace["readout"] = tspike                                     # ds/dI, ds/dθ, ds/db of this step
         return unit.output(current, spike, tspike[0], self._record(i), self._anchor)
 
-    def _init_local(self, i, unit, values):
+    def _init_local(self, i, unit, values, extra: int = 0):
+        """The neuron-local tangents at the start: ds/dI, the parameters', the bias', then ``extra`` directions
+        that a rule sets itself (``_prepare``)."""
         bias = self._bias(i)
         P = len(unit.learnable)
-        D = 1 + P + (bias is not None)
+        D = 1 + P + (bias is not None) + extra
         trace = self._trace[i]
+        trace["bias_at"] = 1 + P
         trace["local"] = [values.new_zeros(D, unit.batch, unit.n) for _ in unit.states]
         ti = values.new_zeros(D, 1, 1)
         ti[0] = 1.0                                                  # direction 0: ds/dI of this step
         if bias is not None:
-            ti[-1] = 1.0                                             # the last: the bias trace
+            ti[1 + P] = 1.0                                          # then the bias trace
         trace["tI"] = ti
         trace["tp"] = [torch.nn.functional.one_hot(torch.tensor(1 + q), D).to(values.dtype).reshape(D, 1, 1)
                        for q in range(P)]
         for q, name in enumerate(unit.learnable):
             for m in unit.starts_at(name):                          # a state that starts at the parameter
                 trace["local"][m][1 + q] = 1.0
+
+    def _prepare(self, i: int, unit) -> None:
+        """Hook: set a rule's own tangent directions before the step."""
 
     def _bias(self, i: int):
         """The bias of the neuron's synapse when this rule follows it with a per-neuron trace."""
@@ -194,6 +202,30 @@ class EProp(OnlineRule):
 
     name = "eprop"
 
+    def __init__(self, model: nn.Module, factorise: bool = True):
+        """``factorise=False``: the general per-synapse trace even where its factorised form is exact (when J
+        and K are constant and J diagonal: neurodsl.online.factor)."""
+        self.factorise = factorise
+        super().__init__(model)
+
+    def _init_local(self, i, unit, values, extra=0):
+        j = self.synapse_of.get(i)
+        learns = j is not None and self.modules[j].weight.requires_grad
+        factor = factorisation(unit) if self.factorise and learns else None
+        self._trace[i]["factor"] = factor
+        super()._init_local(i, unit, values, extra + (len(factor.groups) if factor else 0))
+
+    def _prepare(self, i, unit):
+        """Factorised trace: the state tangents of group g's direction start at c_m (the rest stay zero)."""
+        trace = self._trace[i]
+        factor = trace["factor"]
+        if factor is None:
+            return
+        first = trace["local"][0].shape[0] - len(factor.groups)
+        for g, states in enumerate(factor.values(unit)[1]):
+            for m, c in states:
+                trace["local"][m][first + g].copy_(c.expand(unit.batch, unit.n) if c.numel() > 1 else c)
+
     def _synapses(self):
         out = super()._synapses()
         for i, j in out.items():
@@ -228,7 +260,7 @@ class EProp(OnlineRule):
         super()._accumulate(i, signal)
         bias = self._bias(i)
         if signal is not None and bias is not None:
-            accumulate(bias, (signal * self._trace[i]["readout"][-1]).sum(0))
+            accumulate(bias, (signal * self._trace[i]["readout"][self._trace[i]["bias_at"]]).sum(0))
         if self._trace[i].get("pending") is not None:
             self._synapse_update(i, signal)
 
@@ -238,6 +270,8 @@ class EProp(OnlineRule):
         Traces are [n_in, n, B] per state: a chunk of inputs is contiguous, and the per-neuron values
         ([1, n, B]) broadcast along the outermost dimension only (the fast path of elementwise ops)."""
         unit, trace = self.units[i], self._trace[i]
+        if trace["factor"] is not None:
+            return self._factorised_update(i, signal)
         prev, current, z, params = trace.pop("pending")
         n, B, n_in = unit.n, unit.batch, z.shape[1]
         if "synapse" not in trace:
@@ -260,11 +294,42 @@ class EProp(OnlineRule):
         if grad is not None:
             accumulate(self.modules[self.synapse_of[i]].weight, grad)
 
+    def _factorised_update(self, i: int, signal: torch.Tensor | None) -> None:
+        """ẑ^g ← λ_g ẑ^g + z per group (B·n_in each); with a signal, ∂L/∂W += (L·ds/dI)ᵀ z + Σ_g (L·ts_g)ᵀ ẑ^g
+        with ts_g = Σ_m ds/dv_m·c_m (the group's direction of the neuron's tangent step) and ẑ^g before the step."""
+        unit, trace = self.units[i], self._trace[i]
+        z = trace.pop("pending")[2]
+        factor = trace["factor"]
+        G = len(factor.groups)
+        if "pre" not in trace:
+            trace["pre"] = z.new_zeros(G, unit.batch, z.shape[1])
+        pre = trace["pre"]
+        if signal is not None:
+            readout = trace["readout"]
+            first = readout.shape[0] - G
+            grad = (signal * readout[0]).T @ z
+            for g in range(G):
+                grad.addmm_((signal * readout[first + g]).T, pre[g])
+            accumulate(self.modules[self.synapse_of[i]].weight, grad)
+        for g, leak in enumerate(factor.values(unit)[0]):
+            pre[g].mul_(leak).add_(z)
+
     def eligibility(self, i: int | None = None) -> list[torch.Tensor]:
-        """The per-synapse traces ε of neuron layer ``i`` (the first by default): [B, n, n_in] per state."""
+        """The per-synapse traces ε of neuron layer ``i`` (the first by default): [B, n, n_in] per state (built
+        from the presynaptic traces where the trace is factorised)."""
         i = min(self.units) if i is None else i
         self._flush()
-        return [e.permute(2, 1, 0) for e in self._trace[i].get("synapse", [])]
+        trace = self._trace[i]
+        if trace.get("factor") is None:
+            return [e.permute(2, 1, 0) for e in trace.get("synapse", [])]
+        if "pre" not in trace:
+            return []
+        unit, pre = self.units[i], trace["pre"]
+        out = [pre.new_zeros(unit.batch, unit.n, pre.shape[-1]) for _ in unit.states]
+        for g, states in enumerate(trace["factor"].values(unit)[1]):
+            for m, c in states:
+                out[m] = c.reshape(1, -1, 1).expand(1, unit.n, 1) * pre[g][:, None, :]
+        return out
 
 
 OSTL = EProp
