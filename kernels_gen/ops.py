@@ -136,6 +136,8 @@ def _neuron_forward(key: str, backend: str, store_seqs: bool, save: bool, io_dty
         return [t.clone() for t in precomputed]
     spikes, states, saved = registered(key).forward(backend, inputs, init_states, params, store_seqs, io_dtype,
                                                     save)
+    if backends.get(backend).fresh_outputs:
+        return [spikes, *states, *saved]
     return _fresh([spikes, *states, *saved], [*inputs, *init_states, *params])
 
 
@@ -153,10 +155,7 @@ def _neuron_forward_fake(key, backend, store_seqs, save, io_dtype, inputs, init_
             *(inputs[0].new_empty(s, dtype=cdt) for s in state_shapes + saved_shapes)]
 
 
-@torch.library.custom_op("neurodsl::neuron_backward", mutates_args=())
-def neuron_backward(key: str, backend: str, store_seqs: bool, grad_spikes: torch.Tensor,
-                    grad_states: list[torch.Tensor], saved: list[torch.Tensor], needed: list[torch.Tensor],
-                    init_states: list[torch.Tensor], params: list[torch.Tensor]) -> list[torch.Tensor]:
+def _neuron_backward(key, backend, store_seqs, grad_spikes, grad_states, saved, needed, init_states, params):
     """``[*grad_inputs, *grad_init_states, *grad_learnable_params]`` (per-neuron partials) by the generated BPTT."""
     compiled = registered(key)
     meta = compiled.meta(backend)
@@ -165,8 +164,18 @@ def neuron_backward(key: str, backend: str, store_seqs: bool, grad_spikes: torch
         inputs[meta["inputs"].index(name)] = tensor
     grad_inputs, grad_init, grad_params = compiled.backward(backend, grad_spikes, grad_states, saved, inputs,
                                                             init_states, params, store_seqs)
+    if backends.get(backend).fresh_outputs:
+        return [*grad_inputs, *grad_init, *grad_params]
     return _fresh([*grad_inputs, *grad_init, *grad_params],
                   [grad_spikes, *grad_states, *saved, *needed, *init_states, *params])
+
+
+@torch.library.custom_op("neurodsl::neuron_backward", mutates_args=())
+def neuron_backward(key: str, backend: str, store_seqs: bool, grad_spikes: torch.Tensor,
+                    grad_states: list[torch.Tensor], saved: list[torch.Tensor], needed: list[torch.Tensor],
+                    init_states: list[torch.Tensor], params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``[*grad_inputs, *grad_init_states, *grad_learnable_params]`` (per-neuron partials) by the generated BPTT."""
+    return _neuron_backward(key, backend, store_seqs, grad_spikes, grad_states, saved, needed, init_states, params)
 
 
 @neuron_backward.register_fake
@@ -205,7 +214,7 @@ def _setup_context(ctx, inputs, output):
     ctx.io_dtype = io_dtype
 
 
-def _backward(ctx, grads):
+def _backward(ctx, grads, direct: bool = False):
     key, backend, store_seqs, n_in, n_st, n_saved, n_needed, n_pre = ctx.layout
     tensors = ctx.saved_tensors
     saved, rest = tensors[:n_saved], tensors[n_saved:]
@@ -216,8 +225,10 @@ def _backward(ctx, grads):
     gdt = ctx.io_dtype if backends.get(backend).native_float_io else cdt
     grad_spikes = _dense(grads[0], ctx.in_shape, gdt, device)
     grad_states = [_dense(g, state_shape, cdt, device) for g in grads[1:1 + n_st]]
-    out = torch.ops.neurodsl.neuron_backward(key, backend, store_seqs, grad_spikes, grad_states, list(saved),
-                                             list(needed), list(init_states), list(params))
+    # ``direct`` (the eager Function, no functorch transform active): the implementation itself, without the
+    # dispatcher's per-call cost; otherwise the op (traced by torch.compile, batched by its vmap rule)
+    out = (_neuron_backward if direct else torch.ops.neurodsl.neuron_backward)(
+        key, backend, store_seqs, grad_spikes, grad_states, list(saved), list(needed), list(init_states), list(params))
     grad_inputs, grad_init, grad_learnable = out[:n_in], out[n_in:n_in + n_st], out[n_in + n_st:]
     grad_params: list = [None] * len(params)
     learnable = [(i, vector) for i, (_, vector, needs_grad) in enumerate(registered(key).meta(backend)["params"])
@@ -253,7 +264,8 @@ class _EagerNeuron(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):
-        grad_inputs, grad_init, grad_params, grad_pre = _backward(ctx, grads)[5:]
+        direct = not torch._C._are_functorch_transforms_active()
+        grad_inputs, grad_init, grad_params, grad_pre = _backward(ctx, grads, direct)[5:]
         return None, None, None, None, None, None, *grad_inputs, *grad_init, *grad_params, *grad_pre
 
     @staticmethod
@@ -276,6 +288,21 @@ class _EagerNeuron(torch.autograd.Function):
                                                 [zero_or(t, v) for t, v in zip(tinit, init)], learnable)
         n_states = len(init)
         return (out[1 + n_states], *out[2 + n_states:], *([None] * (ctx.layout[5])))
+
+
+class _EagerNeuronPlain(torch.autograd.Function):
+    """:class:`_EagerNeuron` where no functorch transform is active: the same forward, context, backward and jvp,
+    with the context set up inside ``forward``. ``Function.apply`` binds the arguments to the signature of a
+    ``forward`` that has a separate ``setup_context`` on every call (``inspect.signature``, tens of µs)."""
+
+    @staticmethod
+    def forward(ctx, key, backend, store_seqs, io_dtype, counts, forward_ad, *tensors):
+        out = _EagerNeuron.forward(key, backend, store_seqs, io_dtype, counts, forward_ad, *tensors)
+        _EagerNeuron.setup_context(ctx, (key, backend, store_seqs, io_dtype, counts, forward_ad, *tensors), out)
+        return out
+
+    backward = _EagerNeuron.backward
+    jvp = _EagerNeuron.jvp
 
 
 @torch.library.custom_op("neurodsl::neuron_tangent", mutates_args=())
@@ -302,7 +329,18 @@ def _neuron_tangent_fake(key, backend, store_seqs, io_dtype, inputs, init_states
 
 def has_tangent(tensors) -> bool:
     """Whether any of ``tensors`` carries a forward-mode tangent (``forward_ad`` dual, or inside ``torch.func.jvp``)."""
-    return any(torch.autograd.forward_ad.unpack_dual(t).tangent is not None for t in tensors)
+    if not torch.compiler.is_compiling() and _forward_ad._current_level < 0 and _functorch_level() is None:
+        return False  # eager, no dual level and no functorch transform active: no tensor can carry a tangent
+    return any(_forward_ad.unpack_dual(t).tangent is not None for t in tensors)
+
+
+_forward_ad = torch.autograd.forward_ad
+_functorch_level = torch._C._functorch.maybe_current_level
+
+
+def _as_compute(tensors, cdt: torch.dtype) -> list[torch.Tensor]:
+    """``tensors`` in ``cdt``, contiguous (the same tensors where they already are)."""
+    return [t if t.dtype == cdt and t.is_contiguous() else t.to(cdt).contiguous() for t in tensors]
 
 
 def _unflatten(counts, tensors):
@@ -328,21 +366,24 @@ def neuron_op(key: str, backend: str, inputs, init_states, params, store_seqs: b
     """
     io_dtype = inputs[0].dtype
     cdt = compute_dtype(io_dtype)
-    if not check_backend(backend, inputs[0].device).native_float_io:
-        inputs = [x.to(cdt) for x in inputs]
-    inputs = [x.contiguous() for x in inputs]
-    init_states = [v.to(cdt).contiguous() for v in init_states]
-    params = [p.to(cdt).contiguous() for p in params]
+    # the backend was checked for this device when its kernels were chosen (neurodsl.dispatch.kernels_for)
+    if backends.get(backend).native_float_io:
+        inputs = [x if x.is_contiguous() else x.contiguous() for x in inputs]
+    else:
+        inputs = _as_compute(inputs, cdt)
+    init_states, params = _as_compute(init_states, cdt), _as_compute(params, cdt)
+    compiling = torch.compiler.is_compiling()
     save = torch.is_grad_enabled() and any(t.requires_grad for t in (*inputs, *init_states, *params))
-    forward_ad = not torch.compiler.is_compiling() and has_tangent((*inputs, *init_states, *params))
+    forward_ad = not compiling and has_tangent((*inputs, *init_states, *params))
     if not save and not forward_ad and precomputed is not None:
         return precomputed[0], tuple(precomputed[1])
     flat_pre = [] if precomputed is None else [precomputed[0], *precomputed[1], *precomputed[2]]
     groups = (list(inputs), list(init_states), list(params), flat_pre)
-    if torch.compiler.is_compiling():
+    if compiling:
         out = torch.ops.neurodsl.neuron_forward(key, backend, store_seqs, save, io_dtype, *groups)
     elif save or forward_ad:
-        out = _EagerNeuron.apply(key, backend, store_seqs, io_dtype, tuple(map(len, groups)), forward_ad,
+        fn = _EagerNeuron if torch._C._are_functorch_transforms_active() else _EagerNeuronPlain
+        out = fn.apply(key, backend, store_seqs, io_dtype, tuple(map(len, groups)), forward_ad,
                                  *[t for group in groups for t in group])
     else:  # inference: no autograd node
         out = _neuron_forward(key, backend, store_seqs, save, io_dtype, *groups)

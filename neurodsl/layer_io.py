@@ -58,7 +58,8 @@ def prepare(layer, inputs, state: dict | None, allow_empty: bool = False) -> Cal
     check_state_names(layer, state)
     init = [initial_state(layer, s, d, shape, n, state, xs[0])
             for s, d in zip(layer.spec.states, layer.spec.state_defaults)]
-    return Call(T, shape, n, single, [x.reshape(T, n) for x in xs], init, params, tuple(v for _, v in flat))
+    flat_xs = xs if len(shape) == 1 else [x.reshape(T, n) for x in xs]
+    return Call(T, shape, n, single, flat_xs, init, params, tuple(v for _, v in flat))
 
 
 def check_inputs(layer, inputs) -> list[torch.Tensor]:

@@ -343,11 +343,14 @@ class Neuron(nn.Module):
         call = layer_io.prepare(self, inputs, state)
         route = self.route(call)
         spikes, states = dispatch.run(self, route, call.inputs, call.init, call.params, self.store_state_seqs)
+        flat = len(call.shape) == 1  # [T, N] in, [T, N] out: nothing to reshape
         if self.store_state_seqs:
-            self.state_seqs = {s: v.reshape(call.T, *call.shape) for s, v in zip(self.spec.states, states)}
+            self.state_seqs = {s: v if flat else v.reshape(call.T, *call.shape) for s, v in zip(self.spec.states,
+                                                                                                  states)}
             states = [v[-1] for v in states]
-        self._carried = {s: v.reshape(call.shape) for s, v in zip(self.spec.states, states)}
-        spikes = spikes.reshape(call.T, *call.shape)
+        self._carried = {s: v if flat else v.reshape(call.shape) for s, v in zip(self.spec.states, states)}
+        if not flat:
+            spikes = spikes.reshape(call.T, *call.shape)
         return spikes[0] if call.single else spikes
 
     def route(self, call: layer_io.Call) -> dispatch.Route:

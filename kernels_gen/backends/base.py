@@ -137,6 +137,9 @@ class Backend:
     #: kernels load inputs and incoming gradients of any float dtype (fp16/bf16/fp32/fp64) and write input
     #: gradients in that dtype, converting in registers; otherwise the ops convert them to the compute dtype
     native_float_io = False
+    #: forward returns tensors it allocated itself, never an input or a view of one (the ops then skip the
+    #: aliasing check a custom op's outputs need)
+    fresh_outputs = False
 
     def unavailable(self, device: torch.device) -> BackendError | None:
         """None when this backend can run tensors on ``device``, else the typed error saying why not."""

@@ -163,6 +163,7 @@ class CBackend(Backend):
 
     name = "c"
     folder = Path(__file__).parent
+    fresh_outputs = True
 
     def unavailable(self, device: torch.device) -> BackendError | None:
         if device.type != "cpu":
@@ -183,13 +184,15 @@ class CBackend(Backend):
     @staticmethod
     def library(module):
         """The loaded library of a generated module (built on first use, from the cache after that)."""
-        found = toolchain.toolchain()
-        if isinstance(found, BackendError):
-            raise found
         loaded = module.__dict__.setdefault("_c_libraries", {})  # per toolchain: no source hashing per call
-        if found not in loaded:
-            loaded[found] = toolchain.library(module.LABEL, module.C_SOURCE, found)
-        return loaded[found]
+        setting = toolchain.setting()
+        lib = loaded.get(setting)
+        if lib is None:
+            found = toolchain.toolchain()
+            if isinstance(found, BackendError):
+                raise found
+            lib = loaded[setting] = toolchain.library(module.LABEL, module.C_SOURCE, found)
+        return lib
 
     def forward(self, module, inputs, init_states, params, store_seqs, io_dtype, save):
         meta, lib = module.META, self.library(module)

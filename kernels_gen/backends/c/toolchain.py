@@ -91,16 +91,21 @@ _PROBES: dict[tuple[str | None, str | None], Toolchain | BackendError] = {}
 _LOCK = threading.RLock()
 
 
+def setting() -> tuple[str | None, str | None]:
+    """The current ``NEURODSL_CC`` / ``NEURODSL_CFLAGS`` (what a toolchain is probed and memoised for)."""
+    return os.environ.get(ENV_CC), os.environ.get(ENV_CFLAGS)
+
+
 def toolchain() -> Toolchain | BackendError:
     """The working toolchain for the current ``NEURODSL_CC`` / ``NEURODSL_CFLAGS``, or the typed error (ND306)
     saying why there is none; probed once per process and setting (the failure logged once)."""
-    setting = (os.environ.get(ENV_CC), os.environ.get(ENV_CFLAGS))
-    found = _PROBES.get(setting)
+    setting_now = setting()
+    found = _PROBES.get(setting_now)
     if found is None:
         with _LOCK:
-            found = _PROBES.get(setting)
+            found = _PROBES.get(setting_now)
             if found is None:
-                found = _PROBES[setting] = _probe(*setting)
+                found = _PROBES[setting_now] = _probe(*setting_now)
                 if isinstance(found, BackendError):
                     log.warning("neurodsl: no working C compiler, so backend='auto' runs the torch backend on "
                                 "CPU: %s", found.message)

@@ -174,6 +174,7 @@ class TritonBackend(Backend):
     name = "triton"
     folder = Path(__file__).parent
     native_float_io = True
+    fresh_outputs = True
 
     def unavailable(self, device: torch.device) -> BackendError | None:
         if device.type == "cpu" and not interpreter_enabled():
