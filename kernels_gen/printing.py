@@ -118,9 +118,18 @@ class KernelPrinter(StrPrinter):
             return f"1.0/{self.apply('sqrt', base)}"
         return self.real_power(base, exp)
 
+    #: the square of ``{0}`` in this backend's device library: :meth:`integer_power` squares repeatedly with it
+    SQUARE = ""
+
     def integer_power(self, base, n: int) -> str:
-        """``base ** n`` for an integer n > INLINE_POWER_MAX, exactly (no exp/log)."""
-        raise NotImplementedError
+        """``base ** n`` for an integer n > INLINE_POWER_MAX, exactly (no exp/log): one :attr:`SQUARE` chain per
+        set bit of n, multiplied."""
+        factors, text = [], self._print(base)
+        for bit in range(n.bit_length()):
+            if n >> bit & 1:
+                factors.append(text)
+            text = self.SQUARE.format(text)
+        return "(" + "*".join(reversed(factors)) + ")"
 
     def real_power(self, base, exp) -> str:
         """``base ** exp`` for a non-integer exponent."""

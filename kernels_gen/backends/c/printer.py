@@ -28,6 +28,7 @@ class CPrinter(KernelPrinter):
         self.compute_dtype = compute_dtype
         f = "f" if compute_dtype == "float32" else ""
         self.suffix = f
+        self.SQUARE = f"nd_sq{f}({{0}})"
         self.ctype = "float" if f else "double"
         self.FUNCTIONS = {
             "exp": f"exp{f}({{0}})", "log": f"log{f}({{0}})", "sqrt": f"sqrt{f}({{0}})",
@@ -94,15 +95,6 @@ class CPrinter(KernelPrinter):
             root = self.apply("sqrt", base)
             return f"{one}/{root}" if exp.p < 0 else root
         return self.real_power(base, exp)
-
-    def integer_power(self, base, n: int) -> str:
-        """Repeated squaring: one ``nd_sq`` chain per set bit of n, multiplied (never exp/log)."""
-        factors, text = [], self._print(base)
-        for bit in range(n.bit_length()):
-            if n >> bit & 1:
-                factors.append(text)
-            text = f"nd_sq{self.suffix}({text})"
-        return "(" + "*".join(reversed(factors)) + ")"
 
     def real_power(self, base, exp) -> str:
         return f"pow{self.suffix}({self._print(base)}, {self._print(exp)})"

@@ -18,6 +18,7 @@ from ...printing import KernelPrinter
 class TritonPrinter(KernelPrinter):
     module = "triton"
     WHERE = "tl.where"
+    SQUARE = "_nd.sq({0})"
 
     def __init__(self, compute_dtype: str = "float32", settings=None):
         super().__init__(settings)
@@ -29,15 +30,6 @@ class TritonPrinter(KernelPrinter):
             "atan": f"_nd.atan_{suffix}({{0}})", "sin": "tl.sin({0})", "cos": "tl.cos({0})", "abs": "tl.abs({0})",
             "minimum": "tl.minimum({0}, {1})", "maximum": "tl.maximum({0}, {1})",
         }
-
-    def integer_power(self, base, n: int) -> str:
-        """Repeated squaring: one ``_nd.sq`` chain per set bit of n, multiplied (never exp/log)."""
-        factors, text = [], self._print(base)
-        for bit in range(n.bit_length()):
-            if n >> bit & 1:
-                factors.append(text)
-            text = f"_nd.sq({text})"
-        return "(" + "*".join(reversed(factors)) + ")"
 
     def real_power(self, base, exp) -> str:
         return f"tl.exp({self._print(exp)}*tl.log({self._print(base)}))"
