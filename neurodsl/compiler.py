@@ -14,7 +14,7 @@ from kernels_gen.ops import CompiledNeuron
 from kernels_gen.parallel import CompiledParallel
 
 from .analysis import KernelOptions, derive_plan, plan_key
-from .analysis.derive import derive_tangent_plan
+from .analysis.tangent import derive_tangent_plan
 from .analysis.parallel import parallel_plan
 from .spec import NeuronSpec
 

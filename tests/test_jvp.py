@@ -18,7 +18,7 @@ import neurodsl as nd
 from kernels_gen import backends
 from kernels_gen.backends import base
 from neurodsl.analysis import KernelOptions
-from neurodsl.analysis.derive import derive_tangent_plan
+from neurodsl.analysis.tangent import derive_tangent_plan
 from neurodsl.testing import cases, initial_states, inputs_for, layer_for_check
 
 BACKENDS = ["torch", "triton"]

@@ -170,7 +170,7 @@ class Backend:
 
     # -- forward-mode derivative (forward AD, online learning) ------------------------------------------
     # A separate module, generated only when asked for, from a plan whose ``tangent`` program is filled
-    # (neurodsl.analysis.derive_tangent_plan). A backend that lacks it inherits these refusals (ND310).
+    # (neurodsl.analysis.tangent.derive_tangent_plan). A backend that lacks it inherits these refusals (ND310).
     def tangent_context(self, plan: KernelPlan, key: str, label: str) -> dict:
         """The names ``tangent_template`` declares (a backend with a tangent kernel overrides this)."""
         raise self._no_tangent()

@@ -15,12 +15,10 @@ Backward (g· are gradients of the loss; σ' is the surrogate derivative):
 Backward recomputes u and s from the saved H, and V[t-1] from H[t-1] when it needs
 it, so only the charged values it reads are saved.
 
-The tangent (forward-mode) step is linear in the tangents tV, tX, tP with the per-step Jacobians of
-:mod:`.jacobians` as coefficients: tV[t] = J·tV[t-1] + K·tX + G·tP and tS = ψ∂h/∂H·(∂F/∂V·tV[t-1] + ...).
+The tangent (forward-mode) step is derived in :mod:`.tangent`.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 from dataclasses import dataclass
@@ -29,8 +27,8 @@ import sympy as sp
 
 from kernels_gen.versions import version_key
 from kernels_gen.functions import fold_constants
-from kernels_gen.plan import (FIRE, SPIKE, TSPIKE, Assign, KernelPlan, ParamPlan, charged_name, grad_name,
-                              input_name, new_name, param_name, prev_name, sym, tangent_name)
+from kernels_gen.plan import (FIRE, SPIKE, Assign, KernelPlan, ParamPlan, charged_name, grad_name, input_name,
+                              new_name, param_name, prev_name, sym)
 
 from ..spec import NeuronSpec
 
@@ -79,7 +77,7 @@ def real_diff(expr: sp.Expr, symbol: sp.Symbol) -> sp.Expr:
     return d
 
 
-def _cse(targets: list[sp.Symbol], exprs: list[sp.Expr], prefix: str) -> list[Assign]:
+def cse_program(targets: list[sp.Symbol], exprs: list[sp.Expr], prefix: str) -> list[Assign]:
     """Common-subexpression elimination; constants are folded first so no temporary is a bare number."""
     names = sp.numbered_symbols(prefix, real=True)
     temps, reduced = sp.cse([fold_constants(sp.sympify(e)) for e in exprs], symbols=names,
@@ -101,12 +99,12 @@ def _fire_and_reset(spec: NeuronSpec, options: KernelOptions, alpha, prefix: str
     states = spec.states if states is None else states
     reset = dict((t.name, e) for t, e in spec.reset)
     exprs = [reset[new_name(s)] for s in states]
-    return program + _cse(targets or [sym(new_name(s)) for s in states], exprs, prefix)
+    return program + cse_program(targets or [sym(new_name(s)) for s in states], exprs, prefix)
 
 
 def forward_program(spec: NeuronSpec, options: KernelOptions) -> list[Assign]:
     alpha = sym(param_name(ALPHA))
-    charge = _cse([t for t, _ in spec.charge], [e for _, e in spec.charge], "c")
+    charge = cse_program([t for t, _ in spec.charge], [e for _, e in spec.charge], "c")
     outputs = {t for t, _ in spec.charge} | {sym(SPIKE)} | {sym(new_name(s)) for s in spec.states}
     return propagate_constants(charge + _fire_and_reset(spec, options, alpha, "r"), outputs)
 
@@ -147,44 +145,8 @@ def backward_program(spec: NeuronSpec, options: KernelOptions) -> list[Assign]:
         targets.append(sym(grad_name(param_name(ALPHA))))
         exprs.append(g_s * options.surrogate.alpha_derivative(fire, alpha))
     outputs = set(targets)
-    return prune(propagate_constants(program + _cse(targets, [sp.sympify(e) for e in exprs], "b"), outputs), outputs)
-
-
-def tangent_program(spec: NeuronSpec, options: KernelOptions) -> list[Assign]:
-    """One forward step plus its tangent: ``spike``, ``n_*``, ``tspike`` and ``tn_*`` from the prev states, inputs,
-    params and the tangents ``tv_*``, ``tx_*`` and ``tp_*`` of the learnable params (``KernelPlan.tangent``).
-
-    Per-neuron coefficients (``jv_i_k`` = J, ``jx_i_m`` = K, ``jp_i_q`` = G and the spike's row ``sv_k``, ``sx_m``,
-    ``sp_q``) come first; each tangent output is then one sum of coefficient × tangent over the nonzero entries.
-    """
-    from .jacobians import PSI, jacobians
-    jac = jacobians(spec, options)
-    prev, _, inputs, params = spec.symbols()
-    alpha, fire = sym(param_name(ALPHA)), sym(FIRE)
-    tv = [sym(tangent_name(prev_name(s))) for s in spec.states]
-    tx = [sym(tangent_name(input_name(i))) for i in spec.inputs]
-    tp = [sym(tangent_name(param_name(p))) for p in jac.params]
-    psi = options.surrogate.derivative(fire, alpha)
-    rows = [(sym(tangent_name(new_name(s))), jac.J.row(i), jac.K.row(i), jac.G.row(i), f"{i}")
-            for i, s in enumerate(spec.states)]
-    rows.append((sym(TSPIKE), jac.spike_dv, jac.spike_dI, jac.spike_dtheta, ""))
-    coeff_targets, coeff_exprs, outputs = [], [], []
-    for target, dv, dx, dp, row in rows:
-        terms = []
-        for role, coeffs, tangents in (("jv" if row else "sv", dv, tv), ("jx" if row else "sx", dx, tx),
-                                       ("jp" if row else "sp", dp, tp)):
-            for col, (coeff, tangent) in enumerate(zip(coeffs, tangents)):
-                coeff = sp.sympify(coeff).xreplace({PSI: psi})
-                if coeff == 0:
-                    continue
-                name = sym(f"{role}_{row}_{col}" if row else f"{role}_{col}")
-                coeff_targets.append(name)
-                coeff_exprs.append(coeff)
-                terms.append(name * tangent)
-        outputs.append(Assign(target, sp.Add(*terms)))
-    program = forward_program(spec, options) + _cse(coeff_targets, coeff_exprs, "d") + outputs
-    keep = {sym(SPIKE), sym(TSPIKE)} | {sym(new_name(s)) for s in spec.states} | {a.target for a in outputs}
-    return prune(propagate_constants(program, keep), keep)
+    program = program + cse_program(targets, [sp.sympify(e) for e in exprs], "b")
+    return prune(propagate_constants(program, outputs), outputs)
 
 
 def propagate_constants(program: list[Assign], outputs: set[sp.Symbol]) -> list[Assign]:
@@ -246,10 +208,3 @@ def derive_plan(spec: NeuronSpec, options: KernelOptions) -> KernelPlan:
         compute_dtype=options.compute_dtype,
     )
     return plan
-
-
-@functools.lru_cache(maxsize=512)
-def derive_tangent_plan(spec: NeuronSpec, options: KernelOptions) -> KernelPlan:
-    """:func:`derive_plan` with its ``tangent`` program filled (memoised): what the tangent kernels are made from,
-    derived only when forward-mode AD or online learning first needs them."""
-    return dataclasses.replace(derive_plan(spec, options), tangent=tuple(tangent_program(spec, options)))

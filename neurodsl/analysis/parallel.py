@@ -18,7 +18,7 @@ import sympy as sp
 from kernels_gen.plan import FIRE, SPIKE, Assign, ParallelPlan, param_name, sym
 
 from ..spec import NeuronSpec
-from .derive import ALPHA, KernelOptions, _cse, _spike_expr, plan_params
+from .derive import ALPHA, KernelOptions, _spike_expr, cse_program, plan_params
 from .linearity import classify, classify_as_written
 
 
@@ -27,7 +27,7 @@ def _matrix_program(matrix, vector, mat_name: str, vec_name: str, prefix: str) -
     targets = [sym(f"{mat_name}_{i}_{j}") for i in range(k) for j in range(k)] + [sym(f"{vec_name}_{i}")
                                                                                  for i in range(k)]
     exprs = [sp.sympify(matrix[i][j]) for i in range(k) for j in range(k)] + [sp.sympify(v) for v in vector]
-    return _cse(targets, exprs, prefix)
+    return cse_program(targets, exprs, prefix)
 
 
 @functools.lru_cache(maxsize=256)
