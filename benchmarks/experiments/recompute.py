@@ -38,7 +38,8 @@ import neurodsl as nd  # noqa: E402
 from kernels_gen.backends.c import toolchain  # noqa: E402
 
 NEURONS = {"LIF": (nd.zoo.LIF, "EX_LIF"), "ALIF": (nd.zoo.ALIF, "EX_ALIF")}
-SHAPES = ((64, 65536), (256, 16384))
+SHAPES = ((64, 65536), (256, 16384))          # 16 MiB per [T, N] array: DRAM-resident
+CACHE_SHAPES = ((64, 4096),)                   # 1 MiB per array: L3-resident, shows the extra compute
 GPU_BANDWIDTH = 4.2e12  # H200 HBM3e, bytes/s (nominal 4.8; ~4.2 is what a copy reaches)
 
 
@@ -119,19 +120,24 @@ class Neuron:
                                        b["ginit"].data_ptr(), b["acc"].data_ptr(), T, N, C, threads):
             raise MemoryError("recompute backward: no segment buffer")
 
-    def run(self, scheme: str, b: dict, threads: int) -> tuple[float, float]:
-        """(forward s, backward s) of one call of ``scheme`` ('save' or 'C=<int>')."""
-        t0 = time.perf_counter()
+    def run(self, scheme: str, b: dict, threads: int, repeat: int = 1) -> tuple[float, float]:
+        """Seconds per call of ``scheme`` ('save' or 'C=<int>'), each pass ``repeat`` times in a row: forward and
+        backward wall time, then the same as CPU time of the calling thread (with one thread the kernels run on it,
+        so this leaves out the time other jobs on a shared machine hold the core)."""
         if scheme == "save":
-            self.save_forward(b, threads)
-            t1 = time.perf_counter()
-            self.save_backward(b, threads)
+            fwd, bwd = (lambda: self.save_forward(b, threads)), (lambda: self.save_backward(b, threads))
         else:
             C = int(scheme[2:])
-            self.recompute_forward(b, C, threads)
-            t1 = time.perf_counter()
-            self.recompute_backward(b, C, threads)
-        return t1 - t0, time.perf_counter() - t1
+            fwd = lambda: self.recompute_forward(b, C, threads)  # noqa: E731
+            bwd = lambda: self.recompute_backward(b, C, threads)  # noqa: E731
+        t0, c0 = time.perf_counter(), time.thread_time()
+        for _ in range(repeat):
+            fwd()
+        t1, c1 = time.perf_counter(), time.thread_time()
+        for _ in range(repeat):
+            bwd()
+        t2, c2 = time.perf_counter(), time.thread_time()
+        return (t1 - t0) / repeat, (t2 - t1) / repeat, (c1 - c0) / repeat, (c2 - c1) / repeat
 
     # -- checks ----------------------------------------------------------------------------------------------
     def autograd(self, x: torch.Tensor, gspike: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -197,13 +203,13 @@ def machine() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--segments", type=int, nargs="+", default=[16, 64], help="checkpoint intervals C (and T)")
     ap.add_argument("--quick", action="store_true", help="one small shape, 3 rounds (a smoke run)")
     ap.add_argument("--json", type=Path, default=HERE / "recompute_results.json")
     args = ap.parse_args()
-    shapes = ((32, 4096),) if args.quick else SHAPES
+    shapes = ((32, 4096),) if args.quick else SHAPES + CACHE_SHAPES
     rounds = 3 if args.quick else args.rounds
     info = {"machine_before": machine(), "rounds": rounds, "checks": [], "timings": [], "bytes": []}
     print(f"# {info['machine_before']['cpu']}, {info['machine_before']['cores']} cores; "
@@ -214,8 +220,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="neurodsl-recompute-") as tmp:
         neurons = [Neuron(name, Path(tmp)) for name in NEURONS]
         info["flags"] = neurons[0].flags
+        for neuron in neurons:  # the save scheme's byte count is the analysis report's
+            report = neuron.module.analysis().bytes_per_neuron_step()
+            mine = bytes_per_neuron_step(neuron.states, True, None, 64)
+            assert [report[k] for k in mine] == list(mine.values()), (neuron.name, report, mine)
         for neuron in neurons:
-            for T, N in ((37, 1000), *shapes):
+            for T, N in ((37, 1000), *(s for s in shapes if s not in CACHE_SHAPES)):
                 r = neuron.check(T, N, sorted({*args.segments, T, 5}), max(args.threads))
                 info["checks"].append({"neuron": neuron.name, **r})
                 print(f"# check {neuron.name} T={T} N={N}: {r}")
@@ -223,36 +233,54 @@ def main() -> None:
                         and all(v for k, v in r.items() if k.endswith("bitwise_equal"))):
                     raise SystemExit(f"gradients differ: {neuron.name} {r}")
         print("\n| neuron | T x N | threads | scheme | fwd min / med ms | bwd min / med ms | fwd+bwd min / med ms "
-              "| B/neuron-step | CPU GB/s at min | GPU prediction us |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+              "| fwd+bwd CPU min / med ms | B/neuron-step | CPU GB/s at min | GPU prediction us |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for neuron in neurons:
             for T, N in shapes:
                 schemes = ["save"] + [f"C={c}" for c in sorted({*args.segments, T}) if c <= T]
                 bufs = {s: neuron.buffers(T, N, None if s == "save" else int(s[2:])) for s in schemes}
+                repeat = max(1, (1 << 21) // (T * N))  # small shapes: several calls per sample
                 for threads in args.threads:
                     times = {s: [] for s in schemes}
                     for s in schemes:
                         neuron.run(s, bufs[s], threads)  # warm-up: pages touched, code loaded
                     for r in range(rounds):
                         for s in schemes[r % len(schemes):] + schemes[:r % len(schemes)]:  # rotate the order
-                            times[s].append(neuron.run(s, bufs[s], threads))
+                            times[s].append(neuron.run(s, bufs[s], threads, repeat))
                     for s in schemes:
-                        f = [a for a, _ in times[s]]
-                        bw = [b for _, b in times[s]]
-                        tot = [a + b for a, b in times[s]]
+                        f = [r[0] for r in times[s]]
+                        bw = [r[1] for r in times[s]]
+                        tot = [r[0] + r[1] for r in times[s]]
+                        cpu = [r[2] + r[3] for r in times[s]] if threads == 1 else [float("nan")]
                         by = bytes_per_neuron_step(neuron.states, True, None if s == "save" else int(s[2:]), T)
                         row = {"neuron": neuron.name, "T": T, "N": N, "threads": threads, "scheme": s,
+                               "load": os.getloadavg()[0],
                                "fwd_ms": [1e3 * min(f), 1e3 * statistics.median(f)],
                                "bwd_ms": [1e3 * min(bw), 1e3 * statistics.median(bw)],
                                "total_ms": [1e3 * min(tot), 1e3 * statistics.median(tot)],
+                               "total_cpu_ms": [1e3 * min(cpu), 1e3 * statistics.median(cpu)],
+                               "fwd_cpu_ms_median": 1e3 * statistics.median(r[2] for r in times[s]),
+                               "bwd_cpu_ms_median": 1e3 * statistics.median(r[3] for r in times[s]),
                                "bytes": by, "cpu_GBps": by["total"] * T * N / min(tot) / 1e9,
                                "gpu_us_predicted": by["total"] * T * N / GPU_BANDWIDTH * 1e6}
                         info["timings"].append(row)
                         print(f"| {neuron.name} | {T} x {N} | {threads} | {s} | "
                               f"{row['fwd_ms'][0]:.1f} / {row['fwd_ms'][1]:.1f} | "
                               f"{row['bwd_ms'][0]:.1f} / {row['bwd_ms'][1]:.1f} | "
-                              f"{row['total_ms'][0]:.1f} / {row['total_ms'][1]:.1f} | {by['total']:.2f} | "
+                              f"{row['total_ms'][0]:.1f} / {row['total_ms'][1]:.1f} | "
+                              f"{row['total_cpu_ms'][0]:.1f} / {row['total_cpu_ms'][1]:.1f} | {by['total']:.2f} | "
                               f"{row['cpu_GBps']:.1f} | {row['gpu_us_predicted']:.1f} |")
+    print("\n| neuron | dL/dx only or + dL/dtau | save fwd / bwd / total | recompute C=16, T=64 | recompute C=T "
+          "| GPU us per 2^22 neuron-steps at 4.2 TB/s (prediction): save -> C=T |")
+    print("|---|---|---|---|---|---|")
+    for name, states in (("LIF", 1), ("ALIF", 2)):
+        for x_needed in (False, True):
+            by = [bytes_per_neuron_step(states, x_needed, C, 64) for C in (None, 16, 64)]
+            info["bytes"].append({"neuron": name, "x_needed": x_needed, "save": by[0], "C=16": by[1], "C=T": by[2]})
+            us = [b["total"] * (1 << 22) / GPU_BANDWIDTH * 1e6 for b in (by[0], by[2])]
+            print(f"| {name} | {'+ dL/dtau' if x_needed else 'dL/dx only'} | "
+                  + " | ".join(f"{b['forward']:g} / {b['backward']:g} / {b['total']:g}" for b in by)
+                  + f" | {us[0]:.1f} -> {us[1]:.1f} |")
     info["machine_after"] = machine()
     print(f"\n# after: {info['machine_after']['uptime']}")
     if not args.quick:
