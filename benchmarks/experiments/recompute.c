@@ -156,7 +156,8 @@ static void ex_backward_block(const nd_real* restrict gspike, const nd_real* res
     for (int64_t j = 0; j < bn; j++) acc[n0 + j] = a[j];
 }
 
-ND_EXPORT int ex_backward_kernel(const nd_real* restrict gspike, const nd_real* restrict x, const nd_real* restrict init,
+ND_EXPORT int ex_backward_kernel(const nd_real* restrict gspike, const nd_real* restrict x,
+                                 const nd_real* restrict init,
                                  const nd_real* restrict ckpt, const nd_real* restrict p, nd_real* restrict gx,
                                  nd_real* restrict ginit, nd_real* restrict acc, const int64_t T, const int64_t N,
                                  const int64_t C, const int threads)
