@@ -180,17 +180,24 @@ class OnlineRule:
             return
         unit, readout = self.units[i], self._trace[i]["readout"]
         for q, name in enumerate(unit.learnable):
-            accumulate(unit.flat_param(name), _per_neuron(signal * readout[1 + q], unit.flat_param(name)))
+            accumulate_param(unit, name, signal * readout[1 + q])
 
     def gradients_of(self) -> dict[str, torch.Tensor]:
         """The accumulated ``.grad`` of every trainable parameter of the model, by name."""
         return {n: p.grad for n, p in self.model.named_parameters() if p.requires_grad and p.grad is not None}
 
 
-def _per_neuron(values: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
-    """[B, n] contributions summed to a parameter's flat shape: [n] per neuron, [1] for a scalar."""
+def accumulate_param(unit: NeuronUnit, name: str, values: torch.Tensor) -> None:
+    """[B, n] contributions to neuron parameter ``name``: straight into its ``.grad`` when it has one value per
+    neuron or one in all (no autograd call), else through the broadcast that made it per neuron."""
     total = values.sum(0)
-    return total if flat.numel() > 1 else total.sum().reshape(1)
+    tensor = unit.param_tensor(name)
+    if tensor.numel() == 1:
+        accumulate(tensor, total.sum().reshape(tensor.shape))
+    elif tensor.numel() == total.numel():                     # broadcast to the feature shape was the identity
+        accumulate(tensor, total.reshape(tensor.shape))
+    else:
+        accumulate(unit.flat_param(name), total)
 
 
 class EProp(OnlineRule):
