@@ -8,6 +8,8 @@ signal ∂L_t/∂s_t it receives is recorded for the traces).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -93,6 +95,7 @@ class NeuronUnit:
         self.learnable = [p for p in self.options.learnable if p != ALPHA] + (
             [ALPHA] if ALPHA in self.options.learnable else [])
         self.compiled = compile_spec(layer.spec, self.options)
+        self._synapse_compiled = None
         self._params_cache = {}
         self.backend = self._backend(device)
         shape = (self.batch, *self.feature_shape)
@@ -153,6 +156,14 @@ class NeuronUnit:
         """The generated step: (spike, new states, spike tangent, state tangents) on broadcast shapes."""
         return self.compiled.tangent_step(self.backend, prev, [current], params, tangent_prev, [tangent_current],
                                           tangent_params)
+
+    def synapse_step(self, prev, current, params, tangent_prev, tangent_current):
+        """The generated step with tangents of the states and the input only: the kernel compiled without
+        learnable parameters, so a per-synapse trace pays no product with a zero parameter tangent."""
+        if self._synapse_compiled is None:
+            self._synapse_compiled = compile_spec(self.layer.spec, dataclasses.replace(self.options, learnable=()))
+        return self._synapse_compiled.tangent_step(self.backend, prev, [current], params, tangent_prev,
+                                                   [tangent_current], [])
 
     def values(self, current: torch.Tensor) -> torch.Tensor:
         """The input current [B, *features] as [B, n] in the compute dtype, without its graph."""

@@ -283,7 +283,6 @@ class EProp(OnlineRule):
         n, B, n_in = unit.n, unit.batch, z.shape[1]
         if "synapse" not in trace:
             trace["synapse"] = [z.new_zeros(n_in, n, B) for _ in prev]
-            trace["zero"] = [z.new_zeros(1) for _ in unit.learnable]
         E = trace["synapse"]
         values = [v.T[None] for v in prev]                                          # [1, n, B]
         params = [p.reshape(1, -1, 1) if p.numel() > 1 else p for p in params]
@@ -292,8 +291,7 @@ class EProp(OnlineRule):
         chunk = max(1, min(n_in, CHUNK_ELEMENTS // max(1, B * n)))
         for a in range(0, n_in, chunk):
             rows = slice(a, a + chunk)
-            _, _, ts, tn = unit.tangent_step(values, current.T[None], params, [e[rows] for e in E], tz[rows],
-                                             trace["zero"])
+            _, _, ts, tn = unit.synapse_step(values, current.T[None], params, [e[rows] for e in E], tz[rows])
             for e, t in zip(E, tn):
                 e[rows].copy_(t)
             if grad is not None:
