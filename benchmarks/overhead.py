@@ -11,7 +11,7 @@ import math
 import torch
 
 from . import peers, timing
-from .scenarios import Context, make_input, mode_fn
+from .context import Context, make_input, mode_fn
 
 
 def host_overhead(ctx: Context, item: dict) -> None:

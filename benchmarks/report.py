@@ -89,8 +89,8 @@ def console_table(rows: list) -> str:
                    f"{_fmt(r.get('median_ms')):>10}{agree:>8}{_fmt(r.get('bytes_per_step')):>7}"
                    f"{_fmt(r.get('gbps')):>9}  {r.get('note', '') or ''}")
     if flagged:
-        out += ["", f"! NOT COMPARABLE (spikes agree with the reference on < 99.9% of entries; times are not "
-                    f"comparable): " + ", ".join(sorted({f"{r['scenario']}/{r['impl']}" for r in flagged}))]
+        out += ["", "! NOT COMPARABLE (spikes agree with the reference on < 99.9% of entries; times are not "
+                    "comparable): " + ", ".join(sorted({f"{r['scenario']}/{r['impl']}" for r in flagged}))]
     roof = [r for r in rows if r.get("bytes_per_step") and r.get("mode") in ("infer", "fwd", "bwd", "fwdbwd")]
     if roof:
         out += ["", "Bytes per neuron-step (from the analysis report of the layer benchmarked) and the floor at "

@@ -18,95 +18,15 @@ import gc
 import math
 import statistics
 import time
-from dataclasses import dataclass, field
-
 import torch
 
 from . import peers, timing
 from .codegen import measure_codegen
+from .context import Context, make_input, mode_fn, seeded_generator
 
 #: Below this fraction of equal spikes an implementation does not compute the same neuron: not comparable.
 AGREEMENT_MIN = 0.999
 _COMPILE_RESERVE_S = {"cuda": 10.0, "cpu": 60.0}  # scenario time an implementation needing torch.compile needs
-
-
-@dataclass
-class Context:
-    suite: str
-    device: torch.device
-    tiny: bool
-    warmup: int
-    reps: int
-    with_compile: bool
-    deadline: float
-    rounds: int = 1
-    rows: list = field(default_factory=list)
-    copy_gbps: float | None = None
-    on_rows: object = None  # callback after each case (progress + incremental save)
-    scenario_deadline: float = float("inf")
-    compile_backend: str = "inductor"
-
-    def time_left(self) -> float:
-        return self.deadline - time.monotonic()
-
-    def scenario_left(self) -> float:
-        return min(self.scenario_deadline, self.deadline) - time.monotonic()
-
-    def start_scenario(self, weight: float, weight_left: float) -> float:
-        """Give the next scenario its share of the suite time left; returns the share in seconds."""
-        share = max(0.0, self.time_left()) * (weight / weight_left if weight_left > 0 else 1.0)
-        self.scenario_deadline = time.monotonic() + share
-        return share
-
-    def add(self, **row):
-        row.setdefault("suite", self.suite)
-        row.setdefault("device", self.device.type)
-        self.rows.append(row)
-        if self.on_rows:
-            self.on_rows(row)
-
-
-def _generator(device, seed: int) -> torch.Generator:
-    """A seeded generator on ``device``: GB-sized inputs are drawn where they are used, not on the host."""
-    return torch.Generator(device=device).manual_seed(seed)
-
-
-def make_input(kind, shape, device, dtype, seed=0):
-    """The benchmark input: uniform in [0, 0.5) for paper 000 (its V_th is 0.3), [0, 1.5) otherwise."""
-    scale = 0.5 if kind == "paper000" else 1.5
-    x = torch.rand(shape, generator=_generator(device, seed), device=device)
-    return (x * scale).to(dtype)
-
-
-def mode_fn(mode, runner, x, g):
-    if mode == "infer":
-        def fn():
-            runner.reset()
-            with torch.no_grad():
-                runner(x)
-        return fn
-    if mode == "fwd":
-        def fn():
-            runner.reset()
-            runner(x)
-        return fn
-    if mode == "fwdbwd":
-        def fn():
-            runner.reset()
-            x.grad = None
-            runner(x).backward(g)
-        return fn
-    if mode == "bwd":
-        if not runner.retains_graph:
-            raise peers.Skip("backward alone is not timed: a compiled graph cannot be retained for repeats")
-        runner.reset()
-        out = runner(x)
-
-        def fn():
-            x.grad = None
-            out.backward(g, retain_graph=True)
-        return fn
-    raise ValueError(mode)
 
 
 def bytes_per_step(layer, dtype: torch.dtype) -> dict[str, int]:
@@ -195,7 +115,7 @@ def bench_case(ctx: Context, scenario: str, kind: str, impls, shape, dtype=torch
     base = dict(scenario=scenario, neuron=kind, dtype=str(dtype).replace("torch.", ""), T=T,
                 shape="x".join(map(str, shape)), n_neurons=n, case=label or f"T={T}")
     x = make_input(kind, shape, device, dtype).requires_grad_(True)
-    g = torch.randn(make.out_shape(shape) if make else shape, generator=_generator(device, 1), device=device)
+    g = torch.randn(make.out_shape(shape) if make else shape, generator=seeded_generator(device, 1), device=device)
     g = g.to(dtype)
     built = _build(ctx, impls, kind, make, x, base, grad="infer" not in modes)
     ref = built[0][2] if built else None
@@ -287,7 +207,7 @@ class _Network:
         key = (str(device), dtype)
         if key not in self._weights:
             bound = 1 / math.sqrt(self.n)
-            weight = torch.rand((self.n, self.n), generator=_generator(device, 2), device=device) * 2 * bound - bound
+            weight = torch.rand((self.n, self.n), generator=seeded_generator(device, 2), device=device) * 2 * bound - bound
             self._weights = {key: (weight.to(dtype), torch.full((self.n,), 0.5, device=device, dtype=dtype))}
         linear = torch.nn.Linear(self.n, self.n, device=device, dtype=dtype)
         with torch.no_grad():

@@ -24,7 +24,6 @@ the math, a runnable example and the NCCL command line.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.distributed as dist

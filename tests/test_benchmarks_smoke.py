@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import neurons, peers, report, scenarios, summary
+from benchmarks import neurons, peers, report, scenarios
 from benchmarks.__main__ import result_stem
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,7 +27,7 @@ import torch
 import neurodsl as nd
 from kernels_gen import cache
 from kernels_gen import versions as generator_versions
-from neurodsl import cli, zoo
+from neurodsl import cli
 from neurodsl.analysis import plan_key
 from neurodsl.compiler import compile_spec
 

@@ -12,7 +12,8 @@ import torch
 import neurodsl as nd
 from kernels_gen import ops
 from kernels_gen.errors import CodegenError
-from kernels_gen.printers import TorchPrinter, TritonPrinter
+from kernels_gen.backends.torch.printer import TorchPrinter
+from kernels_gen.backends.triton.printer import TritonPrinter
 from neurodsl import zoo
 from neurodsl.errors import CATALOGUE
 

@@ -13,7 +13,6 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import neurodsl as nd
 from neurodsl import zoo
 
 T, N = 8, 1024
