@@ -248,6 +248,27 @@ def test_eprop_keeps_the_general_trace_where_it_does_not_factorise(layer):
     assert rule._trace[1]["factor"] is None
 
 
+def test_cached_parameters_and_leaks_follow_updates():
+    """Parameters and OTTT's leak are reused between steps until a parameter changes: in place (optimizers,
+    torch.no_grad()) or replaced."""
+    layer = nd.zoo.LIF(tau=2.0, backend="torch", learnable=("tau",))
+    model = nn.Sequential(nn.Linear(3, 4), layer).double()
+    rule = online.OTTT(model)
+    x = torch.rand(2, 3, dtype=F64)
+    tau_at = layer.spec.params.index("tau")
+    rule.step(x)
+    assert rule._leak_value(1) == pytest.approx(0.5)
+    with torch.no_grad():
+        layer.tau.fill_(4.0)
+    rule.step(x)
+    assert rule._leak_value(1) == pytest.approx(0.75)
+    assert float(rule.units[1].params("d")[tau_at]) == 4.0
+    layer.tau.data = torch.tensor(8.0, dtype=F64)
+    rule.step(x)
+    assert rule._leak_value(1) == pytest.approx(0.875)
+    assert float(rule.units[1].params("d")[tau_at]) == 8.0
+
+
 def test_per_step_api_accumulates_and_resets():
     """``.grad`` accumulates over steps and sequences; the optimizer steps when the user likes; reset() starts a
     new sequence (the same gradients again)."""

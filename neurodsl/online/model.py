@@ -130,9 +130,11 @@ class NeuronUnit:
         return layer_io.flat_param(self.layer, name, self.feature_shape, self.param_tensor(name).device)[0]
 
     def versions(self) -> tuple:
-        """Identity and version of every parameter tensor: changes when one is replaced or updated in place
-        (the cache that compares them keeps the tensors alive, so an id is not reused meanwhile)."""
-        return tuple((id(t), t._version) for t in map(self.param_tensor, (*self.layer.spec.params, ALPHA)))
+        """Identity, storage and version of every parameter tensor: changes when one is replaced or updated in
+        place (as optimizers and ``torch.no_grad()`` updates do; an update through ``.data`` is seen at the next
+        ``rule.reset()``). The caches that compare them keep the tensors alive, so an id is not reused meanwhile."""
+        return tuple((id(t), t.data_ptr(), t._version)
+                     for t in map(self.param_tensor, (*self.layer.spec.params, ALPHA)))
 
     def params(self, layout: str = "bn") -> list[torch.Tensor]:
         """Every kernel parameter (spec params, then alpha), detached, shaped to broadcast against values

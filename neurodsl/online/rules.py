@@ -78,6 +78,7 @@ class OnlineRule:
             unit.states = None
         self._anchor = torch.zeros((), requires_grad=True)      # every step's spikes join the loss's graph
         self._trace = {i: {} for i in self.units}
+        self._leak_cache = {}                                         # values cached per sequence (OTTT)
         self._signal = {i: None for i in self.units}
 
     def step(self, x: torch.Tensor) -> torch.Tensor:
@@ -353,7 +354,6 @@ class OTTT(OnlineRule):
         super().__init__(model)
         self.trace_inputs = trace_inputs
         self._leaks = {i: _leak(unit.layer) for i, unit in self.units.items() if i in self.synapse_of}
-        self._leak_cache: dict[int, tuple] = {}
 
     def _leak_value(self, i: int) -> float:
         expr, names, fn = self._leaks[i]
@@ -436,7 +436,7 @@ class SLTT(OTTT):
 
     def __init__(self, model: nn.Module):
         OnlineRule.__init__(self, model)
-        self._leaks, self._leak_cache = {}, {}
+        self._leaks = {}
 
     def _synapses(self):
         return {}          # every parameter gets autograd's same-step gradient
