@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from . import timing
-from .scenarios import Context
+from .context import Context
 
 
 def _layer(n_in: int, n: int, device, factorised: bool = False):
