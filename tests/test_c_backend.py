@@ -18,9 +18,9 @@ import torch
 import neurodsl as nd
 from kernels_gen import backends, cache
 from kernels_gen.backends.c import toolchain
-from neurodsl.testing import campaign, check_against_reference, inputs_for
+from neurodsl.testing import campaign, check_against_reference, initial_states, inputs_for
 
-from helpers import NEURONS, compare
+from helpers import NEURONS, assert_close, compare
 from test_gradcheck import gradcheck_layer, smooth_layer
 from test_zoo import SURROGATES, VARIANTS, make, vid
 
@@ -152,6 +152,153 @@ def test_forward_mode_ad_runs_the_torch_tangent_kernels():
     want, want_tangent = torch.func.jvp(lambda x: twin(x), (x,), (t,))
     torch.testing.assert_close(out, want)
     torch.testing.assert_close(tangent, want_tangent)
+
+
+# -- recompute: the backward re-runs the forward instead of reading saved charged values ---------------------------
+def _grads_of_two_calls(layer, xs, init, weights, seqs):
+    """Spikes, states and the gradients of every input, initial state and learnable parameter over two calls of
+    ``layer`` in a row (the second starts from the states the first carried), for a weighted loss of spikes and
+    of the state sequences (``seqs``) or final states."""
+    xs = [x.clone().requires_grad_() for x in xs]
+    init = {k: v.clone().requires_grad_() for k, v in init.items()}
+    layer.zero_grad()
+    layer.reset_state()
+    for k, v in init.items():
+        setattr(layer, k, v)
+    loss, outs = 0, []
+    for call in range(2):
+        spikes = layer(*[x[call] for x in xs])
+        states = layer.state_seqs if seqs else {k: getattr(layer, k) for k in init}
+        loss = loss + (spikes * weights[call]).sum() + sum((v * (k + 1.0)).sum() for k, v in
+                                                          zip(range(len(states)), states.values()))
+        outs += [spikes.detach(), *(v.detach() for v in states.values())]
+    loss.backward()
+    grads = {f"x{i}": x.grad for i, x in enumerate(xs)} | {f"init:{k}": v.grad for k, v in init.items()}
+    grads |= {name: p.grad for name, p in layer.named_parameters() if p.grad is not None}
+    return outs, grads
+
+
+@needs_cc
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("cls", nd.zoo.ALL, ids=lambda c: c.__name__)
+def test_recompute_backward_equals_the_saving_backend(cls, dtype):
+    """The C backend saves no charged values (its backward re-runs the forward): gradients equal the torch
+    backend's, which saves them. Every zoo neuron, scalar and then per-neuron learnable parameters, state sequences
+    in the loss, initial states, states carried into a second call."""
+    from neurodsl.compiler import compile_spec
+    extra, learnable = NEURONS[cls]
+    n = 300
+    for per_neuron, seqs in ((False, False), (True, True)):
+        probe = cls(**extra)
+        values = {p: probe.param_value(p).detach().double().mean().item() * (1 + 0.2 * torch.rand(n).double())
+                  for p in learnable} if per_neuron else {}
+        layers = [cls(backend=b, learnable=learnable, store_state_seqs=seqs, **{**extra, **values}).to(dtype)
+                  for b in ("c", "torch")]
+        layers[1].load_state_dict(layers[0].state_dict())
+        xs = [x.to(dtype).reshape(2, 6, n) for x in inputs_for(layers[0], 12, (n,), seed=5)]
+        init = {k: v.to(dtype) for k, v in initial_states(layers[0], (n,), seed=5, dtype=dtype).items()}
+        weights = torch.randn(2, 6, n, generator=torch.Generator().manual_seed(1), dtype=dtype)
+        (c_outs, c_grads), (t_outs, t_grads) = (_grads_of_two_calls(layer, xs, init, weights, seqs) for layer in layers)
+        assert layers[0].last_route.kernels.backend == "c"
+        meta = compile_spec(layers[0].spec, layers[0].kernel_options()).meta("c")
+        assert meta["saved_states"] == () and meta["needed_inputs"] == tuple(layers[0].spec.inputs)
+        assert c_grads.keys() == t_grads.keys() and len(c_grads) >= len(xs) + len(init) + len(learnable)
+        for a, b in zip(c_outs, t_outs):
+            assert_close(a, b, dtype, f"{cls.__name__} output")
+        for k in c_grads:
+            assert c_grads[k].shape == t_grads[k].shape, k
+            assert_close(c_grads[k], t_grads[k], dtype, f"{cls.__name__} {k} per_neuron={per_neuron}")
+
+
+@needs_cc
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("cls", [nd.zoo.LIF, nd.zoo.ALIF], ids=lambda c: c.__name__)
+def test_recompute_in_segments_is_bit_identical(cls, dtype):
+    """Sequences too long for the backward's buffer run in segments, re-run from the states at their starts.
+    Gradients are bit-identical to a run short enough for one segment (the same per-neuron arithmetic), and the
+    training forward's spikes and states to inference's."""
+    from kernels_gen.backends.c import segment_steps
+    from neurodsl.compiler import compile_spec
+    layer = cls(backend="c", learnable=("tau",), store_state_seqs=True).to(dtype)
+    steps = segment_steps(compile_spec(layer.spec, layer.kernel_options()).plan)
+    for T in (steps, 2 * steps + 7):  # one full segment; three segments, the last one short
+        x = (torch.rand(T, 2, 150, generator=torch.Generator().manual_seed(2)) * 2).to(dtype)
+        g = torch.randn(T, 2, 150, generator=torch.Generator().manual_seed(3), dtype=dtype)
+
+        def grads(x, g):
+            layer.zero_grad()
+            xr = x.clone().requires_grad_()
+            out = layer(xr)
+            ((out * g).sum() + layer.state_seqs["v"].sum()).backward()
+            return out.detach(), layer.v.detach(), xr.grad
+        layer.reset_state()
+        long = grads(x, g)
+        with torch.no_grad():
+            layer.reset_state()
+            assert torch.equal(layer(x), long[0]) and torch.equal(layer.v, long[1])
+        # the last steps alone, from the states reached before them (one segment): the same dL/dx
+        start = T - 64
+        layer.reset_state()
+        with torch.no_grad():
+            layer(x[:start])
+        tail = grads(x[start:], g[start:])
+        assert torch.equal(tail[0], long[0][start:]) and torch.equal(tail[2], long[2][start:])
+
+
+@needs_cc
+@pytest.mark.parametrize("neuron", [nd.zoo.LIF, nd.zoo.ALIF], ids=lambda c: c.__name__)
+def test_training_forward_saves_no_full_size_tensor(neuron):
+    """The training forward allocates one [T, N] tensor (the spikes); the backward one (the input gradient)."""
+    from test_overhead import WASTE, full_size_ops
+    ops = full_size_ops(neuron(backend="c", learnable=("tau",)), torch.float32)
+    assert not set(ops) & WASTE, dict(ops)
+    assert ops["aten.empty.memory_format"] == 1 + 1, dict(ops)
+
+
+@needs_cc
+def test_exact_parallel_mode_through_the_recompute_backward():
+    """parallel='scan' (the exact fixed-point mode) hands its spikes to the C backward, which re-runs the
+    sequential forward: the same gradients as the sequential kernels."""
+    from helpers import require_safe_inputs, run_with_grads
+    params = ("tau", "v_th")
+    layer = nd.zoo.LIF(parallel="scan", backend="c", learnable=params)
+    xs = require_safe_inputs(layer, 24, (2, 7), scale=0.8, offset=0.5)
+    seq = run_with_grads(nd.zoo.LIF(parallel="sequential", backend="c", learnable=params), xs)
+    par = run_with_grads(layer, xs, weights=seq[3])
+    assert layer.last_form["form"] == "exact-scan" and layer.last_route.kernels.backend == "c"
+    assert torch.equal(par[0], seq[0])
+    assert par[2].keys() == seq[2].keys() and len(par[2]) >= 3
+    for k in seq[2]:
+        torch.testing.assert_close(par[2][k], seq[2][k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+@needs_cc
+def test_torch_compile_and_opcheck_with_nothing_saved():
+    """With no saved values the ops' fake kernels, schema and autograd registration still hold (opcheck), and a
+    compiled module gives the eager gradients."""
+    from test_compile import op_args
+    for store_seqs in (False, True):
+        args = op_args(nd.zoo.ALIF, "c", store_seqs, True, learn=("tau",))
+        torch.library.opcheck(torch.ops.neurodsl.neuron_forward.default, args,
+                              test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
+        out = torch.ops.neurodsl.neuron_forward(*args)
+        assert len(out) == 1 + 2  # spikes and states: nothing saved
+        key, _, _, _, _, inputs, init, params, _ = args
+        torch.library.opcheck(torch.ops.neurodsl.neuron_backward.default,
+                              (key, "c", store_seqs, torch.rand_like(out[0]), [torch.rand_like(v) for v in out[1:]],
+                               [], [x.detach() for x in inputs], init, [p.detach() for p in params]),
+                              test_utils=("test_schema", "test_faketensor"))
+    layer = nd.zoo.ALIF(backend="c", learnable=("tau",))
+    x = torch.rand(6, 2, 40, generator=torch.Generator().manual_seed(4)) * 2
+    results = []
+    for run in (layer, torch.compile(layer, backend="aot_eager", fullgraph=True)):
+        layer.zero_grad()
+        layer.reset_state()
+        xr = x.clone().requires_grad_()
+        out = run(xr)
+        (out * torch.arange(out.numel()).reshape(out.shape).sin()).sum().backward()
+        results.append((out.detach(), xr.grad, layer.tau.grad.clone()))
+    assert all(torch.equal(a, b) for a, b in zip(*results))
 
 
 # -- the build cache -----------------------------------------------------------------------------------
