@@ -14,7 +14,8 @@ module's autograd (``nd.zoo.LIF(backend='c', learnable=('tau',))``). Times are f
 interleaved round by round, min and median of ``--rounds``. The byte counts are the DRAM traffic each scheme needs
 (fp32, per neuron and time step); the GPU column is a prediction from them at 4.2 TB/s, not a measurement.
 
-Run from the repository root: ``python benchmarks/experiments/recompute.py [--rounds 7] [--quick]``.
+Run from the repository root of commit 66de129 (the last whose C backend saves H; later ones recompute, and this
+script then stops with that message): ``python benchmarks/experiments/recompute.py [--rounds 7] [--quick]``.
 """
 from __future__ import annotations
 
@@ -53,6 +54,11 @@ class Neuron:
         ns: dict = {}
         exec(self.module.kernel_source("all", backend="c"), ns)  # the generated module: META and C_SOURCE
         self.meta = ns["META"]
+        if not self.meta["saved_states"]:
+            sys.exit("recompute.py compares the C backend's former save scheme with recompute; the C backend now "
+                     "recomputes (it saves no charged values), so run this experiment from commit 66de129: "
+                     "git worktree add /tmp/nd-save 66de129 && cd /tmp/nd-save && python "
+                     "benchmarks/experiments/recompute.py")
         self.states = len(self.meta["states"])
         source = ns["C_SOURCE"] + f"\n#define {define}\n" + (HERE / "recompute.c").read_text()
         chain = toolchain.toolchain()
