@@ -449,3 +449,25 @@ def test_flags_override_and_build_key(monkeypatch):
     assert chain.flags == ("-O2",)
     assert chain.build_key("x") != CHAIN.build_key("x") and CHAIN.build_key("x") != CHAIN.build_key("y")
     assert CHAIN.flags[0] == "-O3"
+
+
+@needs_cc
+def test_probe_verdict_is_kept_in_the_cache(tmp_path, monkeypatch):
+    """A later process takes the probe's verdict from the cache instead of building the probe (~0.1 s); a
+    record that does not verify is ignored and the probe runs again."""
+    monkeypatch.setenv("NEURODSL_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(toolchain, "_PROBES", {})
+    first = toolchain.toolchain()
+    assert isinstance(first, toolchain.Toolchain)
+    records = list(tmp_path.glob(f"toolchain-*.{toolchain.PROBE_BACKEND}.py"))
+    assert len(records) == 1
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the probe was built")
+    monkeypatch.setattr(toolchain, "_PROBES", {})
+    monkeypatch.setattr(toolchain.Toolchain, "compile", no_build)
+    assert toolchain.toolchain() == first
+    records[0].write_text(records[0].read_text().replace("-O3", "-O0"))
+    monkeypatch.setattr(toolchain, "_PROBES", {})
+    with pytest.raises(AssertionError, match="the probe was built"):
+        toolchain.toolchain()

@@ -3,13 +3,15 @@
 ``NEURODSL_CC`` names the compiler command (default: the first of ``cc``, ``gcc``, ``clang`` on ``PATH``),
 ``NEURODSL_CFLAGS`` replaces the optimisation flags (default :data:`DEFAULT_FLAGS`, then the same without
 OpenMP, then without ``-march=native``, the first that builds and loads the probe); ``-shared -fPIC`` and
-``-lm`` are always added. A library's build key hashes its source, the compiler's identity (resolved path
+``-lm`` are always added. The probe's verdict (which flags work) is kept in the cache per compiler identity,
+compiler file, flag candidates and CPU, so later processes skip the probe build. A library's build key hashes its source, the compiler's identity (resolved path
 and ``--version``), the flags and the CPU (model and feature flags), so a new compiler, other flags or
 another machine build anew. Built libraries live in the kernel cache next to the sources
 (:func:`kernels_gen.cache.store_library`), each bound to its build by a verified record.
 """
 from __future__ import annotations
 
+import ast
 import ctypes
 import functools
 import hashlib
@@ -132,6 +134,10 @@ def _probe(cc: str | None, cflags: str | None) -> Toolchain | BackendError:
                                      f"set {ENV_CC} to a working compiler, or use backend='torch'")
     identity = f"{os.path.realpath(path)} {(version.decode(errors='replace').strip().splitlines() or [''])[0]}"
     candidates = (tuple(shlex.split(cflags)),) if cflags is not None else FALLBACK_FLAGS
+    verdict = _verdict_path(command, path, identity, candidates)
+    remembered = _remembered_flags(verdict, candidates)
+    if remembered is not None:
+        return Toolchain(command, remembered, identity)
     reasons = []
     for flags in candidates:
         chain = Toolchain(command, flags, identity)
@@ -139,6 +145,7 @@ def _probe(cc: str | None, cflags: str | None) -> Toolchain | BackendError:
             try:
                 chain.compile(_PROBE_SOURCE, Path(tmp) / "probe.so")
                 if ctypes.CDLL(str(Path(tmp) / "probe.so")).nd_probe(10) == 46:
+                    _remember_flags(verdict, flags)
                     return chain
                 reasons.append(f"{' '.join(flags)}: the probe returned a wrong value")
             except BackendError as err:
@@ -149,6 +156,43 @@ def _probe(cc: str | None, cflags: str | None) -> Toolchain | BackendError:
     return BackendError("ND306", f"backend='c': the C compiler {shlex.join(command)} cannot build a working "
                                  f"shared library ({'; '.join(reasons)}); fix it or set {ENV_CC} / {ENV_CFLAGS}, "
                                  "or use backend='torch'")
+
+
+# -- the probe's verdict, kept in the cache: a new process skips the probe build (~0.1 s) ----------------------
+PROBE_BACKEND = "ccprobe"
+
+
+def _verdict_path(command, path: str, identity: str, candidates) -> Path | None:
+    """Where the verdict for this compiler (identity, file size and time), these flag candidates and this CPU is
+    kept; None when the cache cannot be used (the probe then runs every process)."""
+    try:
+        stat = os.stat(os.path.realpath(path))
+        text = "\0".join([shlex.join(command), identity, f"{stat.st_size} {stat.st_mtime_ns}",
+                          repr(candidates), cpu_features()])
+        return cache.entry_path("toolchain", hashlib.sha256(text.encode()).hexdigest()[:20], PROBE_BACKEND)
+    except (OSError, CacheError):
+        return None
+
+
+def _remembered_flags(verdict: Path | None, candidates) -> tuple[str, ...] | None:
+    """The flags an earlier probe of the same compiler found working (a verified cache entry), if any."""
+    body = cache.read_entry(verdict) if verdict is not None else None
+    if body is None:
+        return None
+    try:
+        flags = ast.literal_eval(body.partition("PROBED_FLAGS = ")[2].strip())
+    except (ValueError, SyntaxError):
+        return None
+    return flags if flags in candidates else None
+
+
+def _remember_flags(verdict: Path | None, flags: tuple[str, ...]) -> None:
+    if verdict is None:
+        return
+    try:
+        cache.write_entry(verdict, f"PROBED_FLAGS = {tuple(flags)!r}\n")
+    except (OSError, CacheError):
+        pass  # the next process probes again
 
 
 # -- libraries ---------------------------------------------------------------------------------------
