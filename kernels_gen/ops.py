@@ -225,6 +225,11 @@ def _backward(ctx, grads, direct: bool = False):
     gdt = ctx.io_dtype if backends.get(backend).native_float_io else cdt
     grad_spikes = _dense(grads[0], ctx.in_shape, gdt, device)
     grad_states = [_dense(g, state_shape, cdt, device) for g in grads[1:1 + n_st]]
+    if not direct and torch._C._are_functorch_transforms_active():
+        # torch.func.grad / vjp / jacrev: first-order gradients, from the values only (the op's autograd cannot
+        # run under functorch); a second derivative through this backward is not supported (ND312 in eager)
+        saved, needed, init_states, params = ([t.detach() for t in group] for group in (saved, needed, init_states,
+                                                                                        params))
     # ``direct`` (the eager Function, no functorch transform active): the implementation itself, without the
     # dispatcher's per-call cost; otherwise the op (traced by torch.compile, batched by its vmap rule)
     out = (_neuron_backward if direct else torch.ops.neurodsl.neuron_backward)(
@@ -239,6 +244,19 @@ def _backward(ctx, grads, direct: bool = False):
 
 
 neuron_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _no_second_order(ctx, grads):
+    raise BackendError("ND312", "a derivative of a neuron layer's gradient was asked for (backward with "
+                                "create_graph=True and then through the gradients, torch.autograd.functional.jvp / "
+                                "hvp / hessian, a gradient penalty): the generated backward kernels are not "
+                                "differentiated themselves; use torch.func.jvp or torch.autograd.forward_ad for "
+                                "forward-mode derivatives")
+
+
+# the backward op may see tensors that require grad (torch.func.grad, create_graph=True): its gradients then carry
+# a node that refuses a second derivative with a typed error instead of silently dropping it
+neuron_backward.register_autograd(_no_second_order, setup_context=lambda ctx, inputs, output: None)
 
 
 class _EagerNeuron(torch.autograd.Function):
@@ -264,7 +282,8 @@ class _EagerNeuron(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):
-        direct = not torch._C._are_functorch_transforms_active()
+        # a plain backward (no graph of the gradients, no functorch transform): the implementation directly
+        direct = not torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active()
         grad_inputs, grad_init, grad_params, grad_pre = _backward(ctx, grads, direct)[5:]
         return None, None, None, None, None, None, *grad_inputs, *grad_init, *grad_params, *grad_pre
 

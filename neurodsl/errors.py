@@ -171,6 +171,10 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "ND311": ("a forward-mode tangent reached a parameter that the layer's kernels do not differentiate (kernel "
               "options chosen without it)", "make the parameter learnable (learnable=('tau',)), or pass it without a "
               "tangent"),
+    "ND312": ("a second derivative through a neuron layer: a backward through gradients made with "
+              "create_graph=True (gradient penalties, torch.autograd.functional.jvp / hvp / hessian)",
+              "use torch.func.jvp or torch.autograd.forward_ad for forward-mode derivatives; second-order "
+              "derivatives of the generated kernels are not supported"),
     # inputs
     "ND401": ("an input has the wrong rank for the step mode", "multi-step: [T, *shape]; single-step: [*shape]"),
     "ND402": ("the number of inputs differs from charge's arguments", "call layer(x) or layer(x, y) as declared"),

@@ -666,6 +666,24 @@ def test_tangent_kernel_errors(monkeypatch):
         expect(nd.BackendError, "ND311", lambda: ops.neuron_op(key, "torch", [x], [torch.zeros(4)], params))
 
 
+@covers("ND312")
+@pytest.mark.parametrize("backend", ["c", "torch"])
+def test_second_order_through_a_layer_is_refused(backend):
+    """Gradients made with create_graph=True carry a node that refuses a second derivative (never a silent
+    zero or a derivative that misses the kernels' dependence on their saved values)."""
+    from kernels_gen.backends.c import toolchain
+    if backend == "c" and not isinstance(toolchain.toolchain(), toolchain.Toolchain):
+        pytest.skip("no C compiler")
+    layer = zoo.LIF(backend=backend, learnable=("tau",)).double()
+    x = (torch.rand(6, 4, dtype=torch.float64) * 2).requires_grad_()
+    s = layer(x)
+    g, = torch.autograd.grad((s * s).sum(), x, create_graph=True)
+    assert g.requires_grad
+    expect(nd.BackendError, "ND312", lambda: (g ** 2).sum().backward())
+    expect(nd.BackendError, "ND312", lambda: torch.autograd.functional.jvp(
+        lambda x: layer(x).sum(), x.detach(), torch.ones_like(x)))
+
+
 @covers("ND901", "ND902", "ND903", "ND904", "ND905", "ND906")
 def test_online_learning_errors():
     from torch import nn

@@ -164,6 +164,32 @@ def test_jacrev_products_equal_jvp(backend):
     torch.testing.assert_close(torch.einsum("abcd,cd->ab", J, v), tangent, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("learnable", [(), ("tau", "beta")], ids=["fixed", "learnable"])
+@pytest.mark.parametrize("backend", [*BACKENDS, "c"])
+def test_func_grad_equals_autograd(backend, learnable):
+    """torch.func.grad through a layer (the backward then sees the saved inputs and parameters as tensors that
+    functorch tracks): the same input and parameter gradients as torch.autograd."""
+    if backend not in nd.dispatch.backends_on("cpu"):
+        pytest.skip(f"backend {backend} does not run here")
+    layer = nd.zoo.ALIF(backend=backend, learnable=learnable).double()
+    gen = torch.Generator().manual_seed(2)
+    x = torch.rand(6, 5, dtype=torch.float64, generator=gen) * 2
+    w = torch.randn(6, 5, dtype=torch.float64, generator=gen)
+    params = {k: v.detach() for k, v in layer.named_parameters()}
+
+    def loss(x, params):
+        layer.reset_state()
+        return (torch.func.functional_call(layer, params, (x,)) * w).sum()
+    got = torch.func.grad(loss, argnums=(0, 1))(x, params)
+    xr = x.clone().requires_grad_()
+    layer.reset_state()
+    want = torch.autograd.grad((layer(xr) * w).sum(), [xr, *layer.parameters()])
+    assert want[0].abs().sum() > 0
+    torch.testing.assert_close(got[0], want[0], rtol=1e-12, atol=1e-12)
+    for (name, g), gw in zip(got[1].items(), want[1:]):
+        torch.testing.assert_close(g, gw, rtol=1e-12, atol=1e-12, msg=name)
+
+
 def test_parallel_forms_run_the_sequential_tangent():
     x, v = torch.rand(40, 3, dtype=F64), torch.randn(40, 3, dtype=F64)
     scan = nd.zoo.LIF.without_reset()(parallel="scan", backend="torch").double()
