@@ -12,6 +12,8 @@ from types import ModuleType
 from typing import Callable
 
 import torch
+from torch._C._functorch import TransformType
+from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
 from . import backends, cache
 from .errors import BackendError
@@ -227,9 +229,12 @@ def _backward(ctx, grads, direct: bool = False):
     grad_states = [_dense(g, state_shape, cdt, device) for g in grads[1:1 + n_st]]
     if not direct and torch._C._are_functorch_transforms_active():
         # torch.func.grad / vjp / jacrev: first-order gradients, from the values only (the op's autograd cannot
-        # run under functorch); a second derivative through this backward is not supported (ND312 in eager)
-        saved, needed, init_states, params = ([t.detach() for t in group] for group in (saved, needed, init_states,
-                                                                                        params))
+        # run under functorch); a derivative of them (grad of grad, jacfwd of jacrev) is refused, never dropped
+        if sum(i.key() in (TransformType.Grad, TransformType.Jvp) for i in retrieve_all_functorch_interpreters()) > 1:
+            raise _second_order_error()
+        grad_spikes, grad_states, saved, needed, init_states, params = (
+            [t.detach() for t in group] for group in ([grad_spikes], grad_states, saved, needed, init_states, params))
+        grad_spikes = grad_spikes[0]
     # ``direct`` (the eager Function, no functorch transform active): the implementation itself, without the
     # dispatcher's per-call cost; otherwise the op (traced by torch.compile, batched by its vmap rule)
     out = (_neuron_backward if direct else torch.ops.neurodsl.neuron_backward)(
@@ -246,12 +251,16 @@ def _backward(ctx, grads, direct: bool = False):
 neuron_forward.register_autograd(_backward, setup_context=_setup_context)
 
 
+def _second_order_error() -> BackendError:
+    return BackendError("ND312", "a derivative of a neuron layer's gradient was asked for (backward with "
+                                 "create_graph=True and then through the gradients, torch.autograd.functional.jvp / "
+                                 "hvp / hessian, a gradient penalty, torch.func.grad of torch.func.grad): the "
+                                 "generated backward kernels are not differentiated themselves; use torch.func.jvp or "
+                                 "torch.autograd.forward_ad for forward-mode derivatives")
+
+
 def _no_second_order(ctx, grads):
-    raise BackendError("ND312", "a derivative of a neuron layer's gradient was asked for (backward with "
-                                "create_graph=True and then through the gradients, torch.autograd.functional.jvp / "
-                                "hvp / hessian, a gradient penalty): the generated backward kernels are not "
-                                "differentiated themselves; use torch.func.jvp or torch.autograd.forward_ad for "
-                                "forward-mode derivatives")
+    raise _second_order_error()
 
 
 # the backward op may see tensors that require grad (torch.func.grad, create_graph=True): its gradients then carry

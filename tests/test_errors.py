@@ -683,6 +683,11 @@ def test_second_order_through_a_layer_is_refused(backend):
     expect(nd.BackendError, "ND312", lambda: torch.autograd.functional.jvp(
         lambda x: layer(x).sum(), x.detach(), torch.ones_like(x)))
 
+    def loss(x):
+        layer.reset_state()
+        return (layer(x) ** 2).sum()
+    expect(nd.BackendError, "ND312", lambda: torch.func.grad(lambda x: torch.func.grad(loss)(x).sum())(x.detach()))
+
 
 @covers("ND901", "ND902", "ND903", "ND904", "ND905", "ND906")
 def test_online_learning_errors():

@@ -177,13 +177,15 @@ def test_func_grad_equals_autograd(backend, learnable):
     w = torch.randn(6, 5, dtype=torch.float64, generator=gen)
     params = {k: v.detach() for k, v in layer.named_parameters()}
 
-    def loss(x, params):
+    def loss(x, params):  # the spikes' gradient depends on the spikes: functorch tracks it into the backward
         layer.reset_state()
-        return (torch.func.functional_call(layer, params, (x,)) * w).sum()
+        s = torch.func.functional_call(layer, params, (x,))
+        return (s * w + s * s).sum()
     got = torch.func.grad(loss, argnums=(0, 1))(x, params)
     xr = x.clone().requires_grad_()
     layer.reset_state()
-    want = torch.autograd.grad((layer(xr) * w).sum(), [xr, *layer.parameters()])
+    s = layer(xr)
+    want = torch.autograd.grad((s * w + s * s).sum(), [xr, *layer.parameters()])
     assert want[0].abs().sum() > 0
     torch.testing.assert_close(got[0], want[0], rtol=1e-12, atol=1e-12)
     for (name, g), gw in zip(got[1].items(), want[1:]):
