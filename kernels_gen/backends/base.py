@@ -11,6 +11,8 @@ apart; tests/test_templates.py renders every template of every backend this way.
 """
 from __future__ import annotations
 
+import abc
+
 import functools
 import re
 from pathlib import Path
@@ -127,8 +129,9 @@ class TangentNames:
         self.returns = [SPIKE] + n.new + [TSPIKE] + self.new
 
 
-class Backend:
-    """One code generator and launcher. Subclasses set the class attributes and implement the methods."""
+class Backend(abc.ABC):
+    """One code generator and launcher. Subclasses set the class attributes and implement the abstract methods
+    (a backend missing one cannot be instantiated)."""
 
     name = ""
     folder: Path = Path()
@@ -141,6 +144,7 @@ class Backend:
     #: aliasing check a custom op's outputs need)
     fresh_outputs = False
 
+    @abc.abstractmethod
     def unavailable(self, device: torch.device) -> BackendError | None:
         """None when this backend can run tensors on ``device``, else the typed error saying why not."""
         raise NotImplementedError
@@ -149,21 +153,26 @@ class Backend:
         """Rank for ``backend='auto'`` on ``device`` (the highest available wins); None: never chosen by auto."""
         return None
 
+    @abc.abstractmethod
     def printer(self, compute_dtype: str = "float32"):
         """This backend's expression printer."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def context(self, plan: KernelPlan, key: str, label: str) -> dict:
+        """The names this backend's template declares (``{#- uses: ... -#}``), for ``plan``."""
         raise NotImplementedError
 
     def render(self, plan: KernelPlan, key: str, label: str) -> str:
         """The full source of this backend's kernel module for ``plan``."""
         return render_template(environment(str(self.folder)), self.template, self.context(plan, key, label))
 
+    @abc.abstractmethod
     def forward(self, module, inputs, init_states, params, store_seqs, io_dtype, save):
         """(spikes [T, N] in ``io_dtype``, states, saved charged values) from the generated module."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def backward(self, module, grad_spikes, grad_states, saved, inputs, init_states, params, store_seqs):
         """(grads of inputs [T, N], of initial states [N], per-neuron grads of learnable params [N])."""
         raise NotImplementedError
