@@ -20,6 +20,9 @@ from .errors import BackendError
 from .plan import KernelPlan
 from .registry import Registry
 
+_forward_ad = torch.autograd.forward_ad
+_functorch_active = torch._C._are_functorch_transforms_active
+
 
 def compute_dtype(io_dtype: torch.dtype) -> torch.dtype:
     """fp64 math for fp64 tensors, fp32 math for everything else."""
@@ -119,8 +122,11 @@ def register(compiled: CompiledNeuron) -> str:
 registered = _REGISTRY.get
 
 
-def _fresh(outputs, inputs) -> list[torch.Tensor]:
-    """Custom ops may not return their inputs: copy any output that shares storage with one."""
+def _fresh(outputs, inputs, backend: str | None = None) -> list[torch.Tensor]:
+    """Custom ops may not return their inputs: copy any output that shares storage with one (nothing to check for
+    a ``backend`` whose launchers allocate every output, ``Backend.fresh_outputs``)."""
+    if backend is not None and backends.get(backend).fresh_outputs:
+        return list(outputs)
     taken = {t.untyped_storage().data_ptr() for t in inputs if t.numel()}
     return [t.clone() if t.numel() and t.untyped_storage().data_ptr() in taken else t for t in outputs]
 
@@ -138,9 +144,7 @@ def _neuron_forward(key: str, backend: str, store_seqs: bool, save: bool, io_dty
         return [t.clone() for t in precomputed]
     spikes, states, saved = registered(key).forward(backend, inputs, init_states, params, store_seqs, io_dtype,
                                                     save)
-    if backends.get(backend).fresh_outputs:
-        return [spikes, *states, *saved]
-    return _fresh([spikes, *states, *saved], [*inputs, *init_states, *params])
+    return _fresh([spikes, *states, *saved], [*inputs, *init_states, *params], backend)
 
 
 neuron_forward = torch.library.custom_op("neurodsl::neuron_forward", _neuron_forward, mutates_args=())
@@ -166,10 +170,8 @@ def _neuron_backward(key, backend, store_seqs, grad_spikes, grad_states, saved, 
         inputs[meta["inputs"].index(name)] = tensor
     grad_inputs, grad_init, grad_params = compiled.backward(backend, grad_spikes, grad_states, saved, inputs,
                                                             init_states, params, store_seqs)
-    if backends.get(backend).fresh_outputs:
-        return [*grad_inputs, *grad_init, *grad_params]
     return _fresh([*grad_inputs, *grad_init, *grad_params],
-                  [grad_spikes, *grad_states, *saved, *needed, *init_states, *params])
+                  [grad_spikes, *grad_states, *saved, *needed, *init_states, *params], backend)
 
 
 @torch.library.custom_op("neurodsl::neuron_backward", mutates_args=())
@@ -227,7 +229,7 @@ def _backward(ctx, grads, direct: bool = False):
     gdt = ctx.io_dtype if backends.get(backend).native_float_io else cdt
     grad_spikes = _dense(grads[0], ctx.in_shape, gdt, device)
     grad_states = [_dense(g, state_shape, cdt, device) for g in grads[1:1 + n_st]]
-    if not direct and torch._C._are_functorch_transforms_active():
+    if not direct and _functorch_active():
         # torch.func.grad / vjp / jacrev: first-order gradients, from the values only (the op's autograd cannot
         # run under functorch); a derivative of them (grad of grad, jacfwd of jacrev) is refused, never dropped
         if sum(i.key() in (TransformType.Grad, TransformType.Jvp) for i in retrieve_all_functorch_interpreters()) > 1:
@@ -292,7 +294,7 @@ class _EagerNeuron(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         # a plain backward (no graph of the gradients, no functorch transform): the implementation directly
-        direct = not torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active()
+        direct = not torch.is_grad_enabled() and not _functorch_active()
         grad_inputs, grad_init, grad_params, grad_pre = _backward(ctx, grads, direct)[5:]
         return None, None, None, None, None, None, *grad_inputs, *grad_init, *grad_params, *grad_pre
 
@@ -357,13 +359,9 @@ def _neuron_tangent_fake(key, backend, store_seqs, io_dtype, inputs, init_states
 
 def has_tangent(tensors) -> bool:
     """Whether any of ``tensors`` carries a forward-mode tangent (``forward_ad`` dual, or inside ``torch.func.jvp``)."""
-    if not torch.compiler.is_compiling() and _forward_ad._current_level < 0 and _functorch_level() is None:
+    if not torch.compiler.is_compiling() and _forward_ad._current_level < 0 and not _functorch_active():
         return False  # eager, no dual level and no functorch transform active: no tensor can carry a tangent
     return any(_forward_ad.unpack_dual(t).tangent is not None for t in tensors)
-
-
-_forward_ad = torch.autograd.forward_ad
-_functorch_level = torch._C._functorch.maybe_current_level
 
 
 def _as_compute(tensors, cdt: torch.dtype) -> list[torch.Tensor]:
@@ -410,9 +408,9 @@ def neuron_op(key: str, backend: str, inputs, init_states, params, store_seqs: b
     if compiling:
         out = torch.ops.neurodsl.neuron_forward(key, backend, store_seqs, save, io_dtype, *groups)
     elif save or forward_ad:
-        fn = _EagerNeuron if torch._C._are_functorch_transforms_active() else _EagerNeuronPlain
+        fn = _EagerNeuron if _functorch_active() else _EagerNeuronPlain
         out = fn.apply(key, backend, store_seqs, io_dtype, tuple(map(len, groups)), forward_ad,
-                                 *[t for group in groups for t in group])
+                       *[t for group in groups for t in group])
     else:  # inference: no autograd node
         out = _neuron_forward(key, backend, store_seqs, save, io_dtype, *groups)
     return out[0], tuple(out[1:1 + len(init_states)])  # without grads nothing is saved: 8 B/neuron-step for LIF
